@@ -1,0 +1,249 @@
+"""CACMIConfig: every size and switch of the CACMI dense video captioner in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+# DESIGN §3 defaults per benchmark; `CACMIConfig.from_preset(name)` applies them.
+PRESETS: dict[str, dict[str, Any]] = {
+    "activitynet": dict(
+        num_frames=100,
+        num_queries=10,
+        max_event_count=10,
+        num_clusters=10,
+        retrieval_top_k=40,
+        retrieval_window_size=20,
+        max_train_events=30,
+    ),
+    "youcook2": dict(
+        num_frames=200,
+        num_queries=100,
+        max_event_count=20,
+        num_clusters=20,
+        retrieval_top_k=40,
+        retrieval_window_size=50,
+        max_train_events=10,
+    ),
+}
+
+
+@strict
+class CACMIConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`CACMIForDenseCaptioning`] (model_type `"cacmi"`). The defaults are the
+    ActivityNet Captions preset; `CACMIConfig.from_preset("youcook2")` gives the YouCook2 one.
+    Tags: [paper] stated by CACMI, [PDVC]/[CM2] taken from those models, [ours] an open choice.
+
+    Video input:
+        feature_dim (`int`, defaults to 768): size D of the per-frame features (CLIP ViT-L/14 image
+            embeddings) given as `video_features (B, L, D)`.
+        num_frames (`int`, defaults to 100): frames L a video is resampled to (ANet 100, YC2 200) [paper].
+        max_duration_bins (`int`, defaults to 256): cap, in whole seconds, of the thermometer
+            duration embedding; longer videos share the last bin [ours].
+
+    Deformable transformer [PDVC]:
+        hidden_size (`int`, defaults to 512): transformer width.
+        num_attention_heads (`int`, defaults to 8): heads of self- and deformable attention.
+        num_encoder_layers / num_decoder_layers (`int`, defaults to 2): depth of each stack.
+        ffn_dim (`int`, defaults to 512): feed-forward width in both stacks.
+        dropout (`float`, defaults to 0.1): dropout in the transformer.
+        num_feature_levels (`int`, defaults to 4): temporal pyramid levels of the base encoder.
+        num_sampling_points (`int`, defaults to 4): sampled points per head and level.
+        num_queries (`int`, defaults to 10): event queries N (ANet 10, YC2 100).
+        max_event_count (`int`, defaults to 10): K; the event counter predicts 0..K (K+1 bins).
+        with_segment_refine (`bool`, defaults to True): iterative segment refinement across
+            decoder layers (references detached between layers).
+        aux_loss (`bool`, defaults to True): losses on every decoder layer, not only the last.
+        init_std (`float`, defaults to 0.02): std of the normal initialiser of linear layers.
+
+    Captioner [PDVC "LSTM-DSA"]:
+        vocab_size (`int`, defaults to 8): size of the word-level caption vocabulary, including
+            the four specials; set it from the tokenizer (`len(tokenizer)`).
+        pad_token_id / bos_token_id / eos_token_id / unk_token_id (`int`, 0/1/2/3): special ids.
+        max_caption_len (`int`, defaults to 30): most words in a generated caption (BOS/EOS excluded).
+        caption_hidden_size (`int`, defaults to 512): LSTM width (also word embedding size).
+        caption_dropout (`float`, defaults to 0.5): dropout on the LSTM input and output.
+        caption_num_points (`int`, defaults to 4): deformable samples per level in the captioner.
+
+    CFA — cross-modal frame aggregation [paper]:
+        use_cfa (`bool`, defaults to True): retrieve text context from the memory bank.
+        retrieval_mode (`str`, defaults to "clusters"): "clusters" (CACMI: contiguous Ward
+            clustering into `num_clusters` pseudo-events) or "windows" (CM2: fixed windows of
+            `retrieval_window_size` frames).
+        num_clusters (`int`, defaults to 10): pseudo-events c per video (ANet 10, YC2 20) [paper].
+        cluster_max_frames (`int` or `None`, defaults to None): longest span a cluster may cover;
+            None means 3·L/c [ours].
+        boundary_weight (`float`, defaults to 1.0): β of the inverted-bell pooling weights
+            w(u) = 1 + β·(2u−1)² [ours].
+        retrieval_top_k (`int`, defaults to 40): memory entries averaged per query [paper]; CM2's
+            window setting used 100 (ANet) / 80 (YC2).
+        retrieval_window_size (`int`, defaults to 20): window length W in "windows" mode (ANet 20, YC2 50).
+        retrieval_exclude (`str`, defaults to "same_video"): while training, never retrieve the
+            video's own captions: "same_video" drops every entry of the video, "top1" drops the
+            best match (CM2's rule), "none" disables the exclusion [ours: same_video].
+        memory_size (`int`, defaults to 0): entries M of the text memory bank buffers.
+        memory_dim (`int` or `None`, defaults to None): size of the memory embeddings (CLIP text
+            embedding size); None means `feature_dim`.
+
+    CFE — context-aware feature enhancement [paper, equations ours]:
+        use_cfe (`bool`, defaults to True): enhance frame features with the retrieved text.
+        decoder_text_cross_attention (`bool`, defaults to True): decoder layers attend to the
+            retrieved text vectors after deformable cross-attention [CM2].
+
+    Matching and losses [PDVC]:
+        focal_alpha / focal_gamma (`float`, 0.25 / 2.0): focal loss of the confidence head.
+        matcher_class_cost / matcher_giou_cost / matcher_l1_cost (`float`, 2 / 4 / 0): Hungarian costs.
+        class_loss_coef / giou_loss_coef / l1_loss_coef (`float`, 2 / 4 / 0): loss weights.
+        counter_loss_coef (`float`, defaults to 0.5): weight of the event-counter loss.
+        counter_sigma (`float`, defaults to 2.0): σ of the Gaussian soft target of the counter.
+        count_prior (`list[float]` or `None`): K+1 event-count frequencies estimated from the
+            training set; None means uniform [ours: PDVC hard-codes ActivityNet's histogram].
+        caption_loss_coef (`float`, defaults to 2.0): weight of the caption NLL on matched pairs.
+        max_train_events (`int`, defaults to 30): ground-truth events sampled per video while
+            training (ANet 30, YC2 10) [CM2].
+
+    Post-processing [PDVC]:
+        rerank_alpha (`float`, defaults to 1.0): joint score = α·caption score + confidence.
+
+    Optional vision tower:
+        vision_config (`dict` or `None`): an open_clip model config; when set, the model embeds
+            raw frames (`pixel_values_videos`) itself.
+    """
+
+    model_type = "cacmi"
+
+    # video input
+    feature_dim: int = 768
+    num_frames: int = 100
+    max_duration_bins: int = 256
+    # deformable transformer
+    hidden_size: int = 512
+    num_attention_heads: int = 8
+    num_encoder_layers: int = 2
+    num_decoder_layers: int = 2
+    ffn_dim: int = 512
+    dropout: float | int = 0.1
+    num_feature_levels: int = 4
+    num_sampling_points: int = 4
+    num_queries: int = 10
+    max_event_count: int = 10
+    with_segment_refine: bool = True
+    aux_loss: bool = True
+    init_std: float | int = 0.02
+    # captioner
+    vocab_size: int = 8
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+    unk_token_id: int | None = 3
+    max_caption_len: int = 30
+    caption_hidden_size: int = 512
+    caption_dropout: float | int = 0.5
+    caption_num_points: int = 4
+    # CFA
+    use_cfa: bool = True
+    retrieval_mode: str = "clusters"
+    num_clusters: int = 10
+    cluster_max_frames: int | None = None
+    boundary_weight: float | int = 1.0
+    retrieval_top_k: int = 40
+    retrieval_window_size: int = 20
+    retrieval_exclude: str = "same_video"
+    memory_size: int = 0
+    memory_dim: int | None = None
+    # CFE
+    use_cfe: bool = True
+    decoder_text_cross_attention: bool = True
+    # matching and losses
+    focal_alpha: float | int = 0.25
+    focal_gamma: float | int = 2.0
+    matcher_class_cost: float | int = 2.0
+    matcher_giou_cost: float | int = 4.0
+    matcher_l1_cost: float | int = 0.0
+    class_loss_coef: float | int = 2.0
+    giou_loss_coef: float | int = 4.0
+    l1_loss_coef: float | int = 0.0
+    counter_loss_coef: float | int = 0.5
+    counter_sigma: float | int = 2.0
+    count_prior: list[float] | None = None
+    caption_loss_coef: float | int = 2.0
+    max_train_events: int = 30
+    # post-processing
+    rerank_alpha: float | int = 1.0
+    # optional vision tower
+    vision_config: dict | None = None
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "CACMIConfig":
+        """Return the DESIGN §3 configuration of a benchmark ("activitynet" or "youcook2")."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown CACMI preset {name!r}; choose one of {sorted(PRESETS)}.")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @property
+    def text_dim(self) -> int:
+        """Size of the memory-bank (CLIP text) embeddings."""
+        return self.memory_dim if self.memory_dim is not None else self.feature_dim
+
+    @property
+    def max_cluster_span(self) -> int:
+        """Longest span, in frames, one CFA cluster may cover."""
+        if self.cluster_max_frames is not None:
+            return self.cluster_max_frames
+        return max(1, (3 * self.num_frames) // self.num_clusters)
+
+    def validate_architecture(self):
+        """Reject inconsistent sizes and unknown switch values with a message that says what to fix."""
+        super().validate_architecture()
+        positive = (
+            "feature_dim", "num_frames", "hidden_size", "num_attention_heads", "num_encoder_layers",
+            "num_decoder_layers", "ffn_dim", "num_feature_levels", "num_sampling_points", "num_queries",
+            "max_event_count", "vocab_size", "max_caption_len", "caption_hidden_size",
+            "caption_num_points", "num_clusters", "retrieval_top_k", "retrieval_window_size",
+            "max_duration_bins", "max_train_events",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"CACMIConfig.{name} must be >= 1, got {getattr(self, name)}.")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"CACMIConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})."
+            )
+        if self.hidden_size % 2:
+            raise ValueError(f"CACMIConfig.hidden_size must be even (sine + duration halves), got {self.hidden_size}.")
+        if self.num_clusters > self.num_frames:
+            raise ValueError(
+                f"CACMIConfig.num_clusters ({self.num_clusters}) cannot exceed num_frames ({self.num_frames}): "
+                "each cluster needs at least one frame."
+            )
+        if self.cluster_max_frames is not None and self.cluster_max_frames * self.num_clusters < self.num_frames:
+            raise ValueError(
+                f"CACMIConfig.cluster_max_frames ({self.cluster_max_frames}) x num_clusters ({self.num_clusters}) "
+                f"< num_frames ({self.num_frames}): the clusters could never cover the video."
+            )
+        if self.retrieval_mode not in ("clusters", "windows"):
+            raise ValueError(f"CACMIConfig.retrieval_mode must be 'clusters' or 'windows', got {self.retrieval_mode!r}.")
+        if self.retrieval_exclude not in ("same_video", "top1", "none"):
+            raise ValueError(
+                f"CACMIConfig.retrieval_exclude must be 'same_video', 'top1' or 'none', got {self.retrieval_exclude!r}."
+            )
+        if self.memory_size < 0:
+            raise ValueError(f"CACMIConfig.memory_size must be >= 0, got {self.memory_size}.")
+        if self.count_prior is not None and len(self.count_prior) != self.max_event_count + 1:
+            raise ValueError(
+                f"CACMIConfig.count_prior has {len(self.count_prior)} entries; it needs max_event_count + 1 = "
+                f"{self.max_event_count + 1} (counts 0..K)."
+            )
+        specials = [self.pad_token_id, self.bos_token_id, self.eos_token_id, self.unk_token_id]
+        if any(t is None or not 0 <= t < self.vocab_size for t in specials):
+            raise ValueError(
+                f"CACMIConfig special token ids {specials} must lie in [0, vocab_size={self.vocab_size}); "
+                "set vocab_size from the caption tokenizer."
+            )
+
+
+__all__ = ["CACMIConfig", "PRESETS"]

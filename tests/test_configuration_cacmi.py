@@ -1,0 +1,59 @@
+"""CACMIConfig: presets, validation messages and save/load round trip."""
+
+import pytest
+from huggingface_hub.errors import StrictDataclassClassValidationError
+
+from cacmi_hf import CACMIConfig
+from cacmi_hf.configuration_cacmi import PRESETS
+
+
+def test_presets_follow_design_defaults():
+    anet = CACMIConfig.from_preset("activitynet")
+    yc2 = CACMIConfig.from_preset("youcook2")
+    assert (anet.num_frames, anet.num_queries, anet.max_event_count, anet.num_clusters) == (100, 10, 10, 10)
+    assert (yc2.num_frames, yc2.num_queries, yc2.max_event_count, yc2.num_clusters) == (200, 100, 20, 20)
+    assert anet.retrieval_top_k == yc2.retrieval_top_k == 40
+    assert (anet.max_train_events, yc2.max_train_events) == (30, 10)
+    assert (anet.hidden_size, anet.feature_dim, anet.num_feature_levels) == (512, 768, 4)
+
+
+def test_preset_overrides_and_unknown_preset():
+    cfg = CACMIConfig.from_preset("youcook2", hidden_size=64, num_attention_heads=4)
+    assert cfg.hidden_size == 64 and cfg.num_frames == 200
+    with pytest.raises(ValueError, match="Unknown CACMI preset 'kinetics'"):
+        CACMIConfig.from_preset("kinetics")
+    assert set(PRESETS) == {"activitynet", "youcook2"}
+
+
+def test_derived_sizes():
+    cfg = CACMIConfig(num_frames=100, num_clusters=10)
+    assert cfg.max_cluster_span == 30  # 3·L/c
+    assert CACMIConfig(cluster_max_frames=12).max_cluster_span == 12
+    assert cfg.text_dim == cfg.feature_dim
+    assert CACMIConfig(memory_dim=512).text_dim == 512
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(hidden_size=510), "divisible by num_attention_heads"),
+        (dict(num_clusters=101), "cannot exceed num_frames"),
+        (dict(cluster_max_frames=5), "could never cover"),
+        (dict(retrieval_mode="segments"), "retrieval_mode must be"),
+        (dict(retrieval_exclude="all"), "retrieval_exclude must be"),
+        (dict(count_prior=[0.5, 0.5]), "needs max_event_count \\+ 1 = 11"),
+        (dict(num_queries=0), "num_queries must be >= 1"),
+        (dict(vocab_size=3), "special token ids"),
+    ],
+)
+def test_validation_messages(kwargs, message):
+    with pytest.raises(StrictDataclassClassValidationError, match=message):
+        CACMIConfig(**kwargs)
+
+
+def test_save_load_round_trip(tmp_path):
+    cfg = CACMIConfig.from_preset("youcook2", vocab_size=1234, count_prior=[0.05] * 21, use_cfe=False)
+    cfg.save_pretrained(tmp_path)
+    loaded = CACMIConfig.from_pretrained(tmp_path)
+    assert loaded.to_diff_dict() == cfg.to_diff_dict()
+    assert loaded.model_type == "cacmi"
