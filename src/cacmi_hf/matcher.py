@@ -94,7 +94,8 @@ class HungarianMatcher(nn.Module):
             )
         if target_mask.shape != target_segments.shape[:2]:
             raise ValueError(
-                f"target_mask has shape {tuple(target_mask.shape)}; expected (B, E) = {tuple(target_segments.shape[:2])}."
+                f"target_mask has shape {tuple(target_mask.shape)}; "
+                f"expected (B, E) = {tuple(target_segments.shape[:2])}."
             )
 
         cost = self.cost_matrix(logits, pred_segments, target_segments).cpu().numpy()  # (B, N, E)
