@@ -1,0 +1,221 @@
+"""`evaluate_dense_captions`: the field's dense-captioning numbers in one call.
+
+One evaluation run tokenises every distinct sentence with one PTB tokenizer call, keeps one
+METEOR process for all of its metrics, and scores per video as the protocol demands
+(see ``captioning``, ``localization``, ``soda`` and ``paragraph`` for the definitions).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from .captioning import CAPTION_METRICS, GARBAGE_REFERENCE, CaptionSetScorer, caption_scores
+from .io import VideoEvents, load_paragraphs, load_predictions, load_references, reference_video_ids
+from .localization import f1_score, precision_recall
+from .meteor import Meteor
+from .paragraph import PARAGRAPH_METRICS, paragraph_scores
+from .soda import soda_c
+from .tokenization import PTBTokenizer, SimpleTokenizer, remove_nonascii
+
+DEFAULT_TIOUS = (0.3, 0.5, 0.7, 0.9)
+LOCALIZATION_METRICS = ("Precision", "Recall", "F1")
+
+
+def _check_tious(tious: Sequence[float]) -> list[float]:
+    values = [float(t) for t in tious]
+    if not values:
+        raise ValueError("tious is empty; pass thresholds such as (0.3, 0.5, 0.7, 0.9).")
+    for t in values:
+        if not (math.isfinite(t) and 0.0 <= t <= 1.0):
+            raise ValueError(f"tIoU threshold {t!r} is outside [0, 1].")
+    return values
+
+
+def _tiou_key(threshold: float) -> str:
+    return f"{threshold:g}"
+
+
+def evaluate_dense_captions(
+    predictions: Any,
+    references: Any,
+    tious: Sequence[float] = DEFAULT_TIOUS,
+    paragraph_references: Any = None,
+    *,
+    max_proposals_per_video: int = 1000,
+    soda: bool = True,
+    no_java: bool = False,
+    java: str = "java",
+    meteor: Meteor | None = None,
+    per_video: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score dense captions with the ActivityNet-2018 protocol, SODA_c and paragraph metrics.
+
+    Args:
+        predictions: a submission JSON path or dict (``{"results": {video: [event]}}``), a mapping
+            ``{video: [event]}`` or a list of records; events carry ``timestamp`` and ``sentence``
+            (or ``caption``).
+        references: one or several reference files (paths or loaded dicts) in the ActivityNet
+            Captions format; scores use the union of their videos.
+        tious: tIoU thresholds averaged over.
+        paragraph_references: optional paragraph reference file(s) ``{video: paragraph}``.
+        max_proposals_per_video: events kept per video (first ones, in the given order) for the
+            tIoU-paired metrics, as the toolkit does; SODA_c and paragraphs use all events.
+        soda: compute SODA_c (needs METEOR).
+        no_java: use the pure-Python tokenizer and skip METEOR and SODA_c; the result is flagged
+            ``comparable_to_papers = False``.
+        java: the Java executable.
+        meteor: a running ``Meteor`` to use (and leave running), e.g. ``shared_meteor()`` when
+            evaluating repeatedly; by default a process is started and stopped for this call.
+        per_video: also return each video's scores (mean over thresholds).
+        progress: show progress bars.
+
+    Returns:
+        A JSON-serialisable dict: ``average`` and ``per_tiou`` (``Bleu_1..4``, ``METEOR``,
+        ``ROUGE_L``, ``CIDEr``, ``Precision``, ``Recall``, ``F1``; fractions, not percentages),
+        ``SODA_c`` (mean F1 over reference files) and ``SODA_c_per_reference``, ``paragraph``
+        (or None), ``videos`` (counts of reference, evaluated, missing and unknown videos) and
+        the settings used.
+    """
+    thresholds = _check_tious(tious)
+    preds = load_predictions(predictions)
+    refs = load_references(references)
+    paragraphs = load_paragraphs(paragraph_references) if paragraph_references is not None else None
+    capped = {
+        vid: VideoEvents(ev.segments[:max_proposals_per_video], ev.sentences[:max_proposals_per_video])
+        for vid, ev in preds.items()
+    }
+    video_ids = reference_video_ids(refs)
+    known = set(video_ids)
+    unknown = [vid for vid in preds if vid not in known]
+    evaluated = [vid for vid in video_ids if vid in preds]
+    if preds and not evaluated:
+        raise ValueError(
+            f"None of the {len(preds)} predicted videos (e.g. {unknown[0]!r}) is in the references "
+            f"(e.g. {video_ids[0]!r}); video ids must match exactly (ActivityNet ids start with 'v_')."
+        )
+    if unknown:
+        warnings.warn(
+            f"{len(unknown)} predicted videos are not in the references and are ignored "
+            f"(e.g. {unknown[:3]}).",
+            stacklevel=2,
+        )
+
+    tokenizer = SimpleTokenizer() if no_java else PTBTokenizer(java)
+    own_meteor = meteor is None and not no_java
+    if no_java:
+        meteor = None
+    elif own_meteor:
+        meteor = Meteor(java)  # starts loading now, in parallel with tokenising
+    try:
+        raw = [GARBAGE_REFERENCE]
+        raw += [s for ev in preds.values() for s in ev.sentences]
+        raw += [s for ref in refs for ev in ref.videos.values() for s in ev.sentences]
+        unique = list(dict.fromkeys(raw))
+        tokens = dict(zip(unique, tokenizer.tokenize([remove_nonascii(s) for s in unique])))
+
+        num_t, num_v = len(thresholds), len(video_ids)
+        precision, recall = np.zeros((num_t, num_v)), np.zeros((num_t, num_v))
+        for k, vid in enumerate(video_ids):
+            video = capped.get(vid)
+            segments = video.segments if video is not None else np.zeros((0, 2))
+            ref_segments = [ref.videos[vid].segments for ref in refs if vid in ref.videos]
+            precision[:, k], recall[:, k] = precision_recall(segments, ref_segments, thresholds)
+
+        captions = caption_scores(capped, refs, video_ids, thresholds, tokens, CaptionSetScorer(meteor), progress)
+
+        soda_results = None
+        if soda and meteor is not None:
+            soda_results = {ref.name: soda_c(preds, ref, tokens, meteor, progress) for ref in refs}
+        para = paragraph_scores(preds, paragraphs, meteor, progress) if paragraphs else None
+    finally:
+        if own_meteor:
+            meteor.close()
+
+    per_tiou: dict[str, dict[str, float | None]] = {}
+    for t, threshold in enumerate(thresholds):
+        row = {name: float(captions[t, :, m].mean()) for m, name in enumerate(CAPTION_METRICS)}
+        row["Precision"], row["Recall"] = float(precision[t].mean()), float(recall[t].mean())
+        row["F1"] = f1_score(row["Precision"], row["Recall"])
+        per_tiou[_tiou_key(threshold)] = row
+    average = {name: float(np.mean([per_tiou[_tiou_key(t)][name] for t in thresholds])) for name in CAPTION_METRICS}
+    average["Precision"] = float(np.mean([per_tiou[_tiou_key(t)]["Precision"] for t in thresholds]))
+    average["Recall"] = float(np.mean([per_tiou[_tiou_key(t)]["Recall"] for t in thresholds]))
+    average["F1"] = f1_score(average["Precision"], average["Recall"])
+    if meteor is None:
+        average["METEOR"] = None
+        for row in per_tiou.values():
+            row["METEOR"] = None
+
+    result: dict[str, Any] = {
+        "average": average,
+        "per_tiou": per_tiou,
+        "SODA_c": None,
+        "SODA_c_per_reference": None,
+        "paragraph": None,
+        "videos": {
+            "references": num_v,
+            "evaluated": len(evaluated),
+            "missing": num_v - len(evaluated),
+            "unknown": len(unknown),
+        },
+        "tious": thresholds,
+        "reference_files": [ref.name for ref in refs],
+        "max_proposals_per_video": max_proposals_per_video,
+        "tokenizer": "simple (pure Python)" if no_java else "ptb (Stanford CoreNLP 3.4.1)",
+        "comparable_to_papers": not no_java,
+    }
+    if soda_results is not None:
+        result["SODA_c"] = float(np.mean([r["f1"] for r in soda_results.values()]))
+        result["SODA_c_per_reference"] = {
+            name: {k: r[k] for k in ("precision", "recall", "f1", "videos")} for name, r in soda_results.items()
+        }
+    if para is not None:
+        result["paragraph"] = para
+        result["paragraph_reference_files"] = [p.name for p in paragraphs]
+    if per_video:
+        videos = {}
+        for k, vid in enumerate(video_ids):
+            entry = {name: float(captions[:, k, m].mean()) for m, name in enumerate(CAPTION_METRICS)}
+            if meteor is None:
+                entry["METEOR"] = None
+            entry["Precision"], entry["Recall"] = float(precision[:, k].mean()), float(recall[:, k].mean())
+            if soda_results is not None:
+                entry["SODA_c"] = {n: r["per_video"].get(vid) for n, r in soda_results.items()}
+            videos[vid] = entry
+        result["per_video"] = videos
+    return result
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def format_scores(result: dict[str, Any]) -> str:
+    """A readable table of an ``evaluate_dense_captions`` result (scores in percent)."""
+    names = list(CAPTION_METRICS) + list(LOCALIZATION_METRICS)
+    videos = result["videos"]
+    lines = [
+        f"Dense captioning, {videos['references']} reference videos: {videos['evaluated']} evaluated, "
+        f"{videos['missing']} without predictions (scored 0), {videos['unknown']} predicted videos not in "
+        f"the references (ignored). Scores in %.",
+    ]
+    if not result["comparable_to_papers"]:
+        lines.append("WARNING: pure-Python tokenizer, no METEOR/SODA_c: not comparable to published numbers.")
+    width = max(len(n) for n in names) + 1
+    lines.append("tIoU".ljust(6) + "".join(n.rjust(width) for n in names))
+    rows = list(result["per_tiou"].items()) + [("mean", result["average"])]
+    for label, row in rows:
+        lines.append(label.ljust(6) + "".join(_percent(row[n]).rjust(width) for n in names))
+    if result["SODA_c"] is not None:
+        parts = ", ".join(f"{name} {_percent(r['f1'])}" for name, r in result["SODA_c_per_reference"].items())
+        lines.append(f"SODA_c {_percent(result['SODA_c'])}  ({parts})")
+    para = result.get("paragraph")
+    if para:
+        scores = "  ".join(f"{n} {_percent(para[n])}" for n in PARAGRAPH_METRICS)
+        lines.append(f"Paragraph ({para['videos']} videos, {para['predicted_videos']} predicted): {scores}")
+    return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""BLEU-1..4, ROUGE-L and CIDEr-D on tokenised text, as coco-caption (pycocoevalcap) computes them.
+
+Same formulas and constants as pycocoevalcap's ``Bleu(4)`` (corpus BLEU, "closest" reference
+length, 1e-15 / 1e-9 smoothing), ``Rouge`` (LCS F-measure, beta 1.2, best precision and best
+recall over references) and ``Cider`` (CIDEr-D: document frequencies over the references of
+the scored set, clipped tf-idf cosine, Gaussian length penalty sigma 6, times 10). They are
+split into a per-pair part that can be cached (n-gram counts, BLEU counts, ROUGE-L) and a
+per-set aggregation, because the dense-captioning protocol scores the same caption pairs in
+many sets (videos x thresholds). The tests check equality with pycocoevalcap itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from typing import NamedTuple, Sequence
+
+BLEU_TINY = 1e-15
+BLEU_SMALL = 1e-9
+
+
+def ngram_counts(text: str, n: int = 4) -> Counter:
+    """Counts of all 1..n-grams (as word tuples) of a whitespace-split sentence."""
+    words = text.split()
+    counts: Counter = Counter()
+    for k in range(1, n + 1):
+        for i in range(len(words) - k + 1):
+            counts[tuple(words[i:i + k])] += 1
+    return counts
+
+
+class BleuCounts(NamedTuple):
+    """Sufficient statistics of one hypothesis for corpus BLEU."""
+
+    testlen: int
+    reflen: int
+    guess: tuple[int, ...]
+    correct: tuple[int, ...]
+
+
+def bleu_counts(hypothesis: str, references: Sequence[str], n: int = 4) -> BleuCounts:
+    """BLEU statistics of one hypothesis against its references ("closest" reference length)."""
+    max_counts: dict = {}
+    lengths = []
+    for ref in references:
+        lengths.append(len(ref.split()))
+        for gram, count in ngram_counts(ref, n).items():
+            max_counts[gram] = max(max_counts.get(gram, 0), count)
+    testlen = len(hypothesis.split())
+    reflen = min((abs(length - testlen), length) for length in lengths)[1]
+    correct = [0] * n
+    for gram, count in ngram_counts(hypothesis, n).items():
+        correct[len(gram) - 1] += min(max_counts.get(gram, 0), count)
+    guess = tuple(max(0, testlen - k + 1) for k in range(1, n + 1))
+    return BleuCounts(testlen, reflen, guess, tuple(correct))
+
+
+def corpus_bleu(counts: Sequence[BleuCounts], n: int = 4) -> list[float]:
+    """Corpus BLEU-1..n of a set of hypotheses from their summed statistics."""
+    testlen = sum(c.testlen for c in counts)
+    reflen = sum(c.reflen for c in counts)
+    scores, product = [], 1.0
+    for k in range(n):
+        correct = sum(c.correct[k] for c in counts)
+        guess = sum(c.guess[k] for c in counts)
+        product *= float(correct + BLEU_TINY) / (guess + BLEU_SMALL)
+        scores.append(product ** (1.0 / (k + 1)))
+    ratio = (testlen + BLEU_TINY) / (reflen + BLEU_SMALL)
+    if ratio < 1:
+        scores = [s * math.exp(1 - 1 / ratio) for s in scores]
+    return scores
+
+
+def _lcs_length(a: list[str], b: list[str]) -> int:
+    previous = [0] * (len(b) + 1)
+    for word in a:
+        current = [0]
+        for j, other in enumerate(b):
+            current.append(previous[j] + 1 if word == other else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1]
+
+
+def rouge_l(hypothesis: str, references: Sequence[str], beta: float = 1.2) -> float:
+    """ROUGE-L F-measure of one hypothesis against its references (split on single spaces)."""
+    candidate = hypothesis.split(" ")
+    precision, recall = [], []
+    for ref in references:
+        tokens = ref.split(" ")
+        lcs = _lcs_length(tokens, candidate)
+        precision.append(lcs / float(len(candidate)))
+        recall.append(lcs / float(len(tokens)))
+    p, r = max(precision), max(recall)
+    if p != 0 and r != 0:
+        return ((1 + beta**2) * p * r) / float(r + beta**2 * p)
+    return 0.0
+
+
+def cider_d(
+    pairs: Sequence[tuple[Counter, Sequence[Counter]]], n: int = 4, sigma: float = 6.0
+) -> tuple[float, list[float]]:
+    """CIDEr-D of a set of (hypothesis counts, [reference counts]) -> (mean, per-pair scores).
+
+    Document frequencies and the log set size come from this set's references only, which is
+    why the dense-captioning protocol's per-video CIDEr differs from a corpus CIDEr.
+    """
+    if not pairs:
+        return 0.0, []
+    frequency: defaultdict = defaultdict(float)
+    for _, refs in pairs:
+        for gram in {g for ref in refs for g in ref}:
+            frequency[gram] += 1
+    log_size = math.log(float(len(pairs)))
+    cache: dict[int, tuple[list[dict], list[float], int]] = {}
+
+    def vectorise(counts: Counter) -> tuple[list[dict], list[float], int]:
+        key = id(counts)
+        if key not in cache:
+            vec: list[dict] = [{} for _ in range(n)]
+            norm = [0.0] * n
+            length = 0
+            for gram, tf in counts.items():
+                order = len(gram) - 1
+                weight = float(tf) * (log_size - math.log(max(1.0, frequency.get(gram, 0.0))))
+                vec[order][gram] = weight
+                norm[order] += pow(weight, 2)
+                if order == 1:  # coco-caption measures length in bigrams
+                    length += tf
+            cache[key] = (vec, [math.sqrt(x) for x in norm], length)
+        return cache[key]
+
+    scores = []
+    penalty_scale = 2 * sigma**2
+    for hyp, refs in pairs:
+        vec_h, norm_h, len_h = vectorise(hyp)
+        total = [0.0] * n
+        for ref in refs:
+            vec_r, norm_r, len_r = vectorise(ref)
+            delta = float(len_h - len_r)
+            penalty = math.e ** (-(delta**2) / penalty_scale)
+            for k in range(n):
+                value = 0.0
+                ref_k = vec_r[k]
+                for gram, weight in vec_h[k].items():
+                    other = ref_k.get(gram, 0.0)
+                    value += min(weight, other) * other
+                if norm_h[k] != 0 and norm_r[k] != 0:
+                    value /= norm_h[k] * norm_r[k]
+                total[k] += value * penalty
+        scores.append(sum(total) / n / len(refs) * 10.0)
+    return sum(scores) / len(scores), scores

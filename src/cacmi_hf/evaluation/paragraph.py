@@ -1,0 +1,70 @@
+"""Paragraph-level captioning scores (the "para" numbers of PDVC/CM2-style papers).
+
+Each video's predicted sentences are joined in start-time order into one paragraph and scored,
+corpus-level, against the paragraph reference(s) of that video (ActivityNet Entities
+``para_val_{1,2}.json`` or YouCook2 ``para_yc2_val.json``). Text is normalised as in the field's
+paragraph script: every character that is not an ASCII letter becomes a space, then lower-case
+and whitespace split (no PTB tokenizer here). Videos with paragraph references but no prediction
+are scored with an empty paragraph. BLEU and METEOR are corpus-level over all videos, ROUGE-L
+the mean over videos, CIDEr-D with document frequencies over all videos' references.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .io import ParagraphSet, VideoEvents
+from .meteor import Meteor
+from .ngram_metrics import bleu_counts, cider_d, corpus_bleu, ngram_counts, rouge_l
+
+PARAGRAPH_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
+_NOT_LETTER = re.compile(r"[^a-zA-Z]")
+
+
+def normalize_paragraph(text: str) -> str:
+    """Letters only, lower-cased, single-spaced."""
+    return " ".join(_NOT_LETTER.sub(" ", text).lower().split())
+
+
+def predicted_paragraph(events: VideoEvents | None) -> str:
+    """The normalised paragraph of one video's predictions, sentences in start-time order."""
+    if events is None or len(events) == 0:
+        return ""
+    return normalize_paragraph(" ".join(s + ". " for s in events.sorted_by_start().sentences))
+
+
+def paragraph_scores(
+    predictions: Mapping[str, VideoEvents],
+    references: Sequence[ParagraphSet],
+    meteor: Meteor | None,
+    progress: bool = False,
+) -> dict[str, object]:
+    """Corpus paragraph scores ``{metric: value, ..., "videos": n}``; METEOR is None without Java."""
+    video_ids: dict[str, None] = {}
+    for ref in references:
+        video_ids.update(dict.fromkeys(ref.paragraphs))
+    hyps, refs = [], []
+    for vid in video_ids:
+        hyps.append(predicted_paragraph(predictions.get(vid)))
+        refs.append([normalize_paragraph(r.paragraphs[vid]) for r in references if vid in r.paragraphs])
+    result: dict[str, object] = {name: 0.0 for name in PARAGRAPH_METRICS}
+    result["videos"] = len(hyps)
+    result["predicted_videos"] = sum(1 for vid in video_ids if vid in predictions)
+    if not hyps:
+        return result
+    bleu = corpus_bleu([bleu_counts(h, r) for h, r in zip(hyps, refs)])
+    result.update(zip(PARAGRAPH_METRICS[:4], bleu))
+    if meteor is not None:
+        stats = meteor.statistics(list(zip(hyps, refs)), progress)
+        result["METEOR"] = meteor.aggregate([stats], progress)[0]
+    else:
+        result["METEOR"] = None
+    rouge = [rouge_l(h, r) for h, r in tqdm(list(zip(hyps, refs)), desc="paragraph ROUGE-L",
+                                          disable=not progress, leave=False)]
+    result["ROUGE_L"] = float(np.mean(np.array(rouge)))
+    result["CIDEr"] = cider_d([(ngram_counts(h), [ngram_counts(x) for x in r]) for h, r in zip(hyps, refs)])[0]
+    return result

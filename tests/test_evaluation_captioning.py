@@ -1,0 +1,84 @@
+"""tIoU pairing and per-video caption scoring of the 2018 protocol (cacmi_hf.evaluation.captioning)."""
+
+import numpy as np
+import pytest
+
+from cacmi_hf.evaluation.captioning import (
+    CAPTION_METRICS,
+    GARBAGE_REFERENCE,
+    CaptionSetScorer,
+    caption_pairs,
+    caption_scores,
+)
+from cacmi_hf.evaluation.io import load_predictions, load_references
+from cacmi_hf.evaluation.ngram_metrics import rouge_l
+
+REFS = load_references([
+    {"v1": {"timestamps": [[0, 10], [5, 10]], "sentences": ["a", "b"]}},
+    {"v1": {"timestamps": [[0, 9]], "sentences": ["c"]}, "v2": {"timestamps": [[0, 5]], "sentences": ["d"]}},
+])
+PREDS = load_predictions({"v1": [{"timestamp": [0, 10], "sentence": "x"}, {"timestamp": [50, 60], "sentence": "y"}]})
+
+
+def test_pairs_hand_worked():
+    refs = [r.videos["v1"] for r in REFS]
+    at_03, at_07, at_09 = caption_pairs(PREDS["v1"], refs, [0.3, 0.7, 0.9])
+    # tIoU of "x" with a, b, c: ~1, 0.5, 0.9 (all minus the 1e-8 union term); "y" overlaps nothing.
+    assert at_03 == [("x", "a"), ("x", "b"), ("x", "c"), ("y", GARBAGE_REFERENCE)]
+    assert at_07 == [("x", "a"), ("x", "c"), ("y", GARBAGE_REFERENCE)]
+    assert at_09 == [("x", "a"), ("y", GARBAGE_REFERENCE)]  # 9 / (10 + 1e-8) < 0.9
+
+
+def test_pairing_is_inclusive_at_the_threshold():
+    refs = [r.videos["v1"] for r in REFS]
+    exact = 9 / (10 + 1e-8)  # tIoU of x with c
+    assert ("x", "c") in caption_pairs(PREDS["v1"], refs, [exact])[0]
+
+
+def test_no_predictions_give_empty_sets():
+    assert caption_pairs(None, [REFS[1].videos["v2"]], [0.3, 0.5]) == [[], []]
+    assert caption_pairs(load_predictions({"v": []})["v"], [REFS[1].videos["v2"]], [0.3]) == [[]]
+
+
+def test_scorer_without_meteor_scores_sets_and_zeroes_empty_ones():
+    scorer = CaptionSetScorer(meteor=None)
+    sets = [[("a man runs", "a man runs")], [], [("a man", "a dog"), ("a man", GARBAGE_REFERENCE)]]
+    scores = scorer.score_sets(sets)
+    assert scores.shape == (3, len(CAPTION_METRICS))
+    assert np.isnan(scores[:, 4]).all()  # METEOR needs Java
+    rouge = CAPTION_METRICS.index("ROUGE_L")
+    assert scores[0, rouge] == pytest.approx(1.0)
+    np.testing.assert_array_equal(np.delete(scores[1], 4), 0.0)
+    assert scores[2, rouge] == pytest.approx((rouge_l("a man", ["a dog"]) + 0.0) / 2)
+    assert scores[0, 0] == pytest.approx(1.0)  # BLEU-1 of an identical pair
+
+
+def test_caption_scores_layout_is_thresholds_by_videos():
+    tokens = {s: s for s in ["x", "y", "a", "b", "c", "d", GARBAGE_REFERENCE]}
+    scores = caption_scores(PREDS, REFS, ["v1", "v2"], [0.3, 0.9], tokens, CaptionSetScorer(None))
+    assert scores.shape == (2, 2, len(CAPTION_METRICS))
+    np.testing.assert_array_equal(np.delete(scores[:, 1], 4, axis=1), 0.0)  # v2 has no predictions
+    assert np.all(scores[:, 0, 0] < 1e-12)  # "x"/"y" share no word: only BLEU's 1e-15 smoothing
+
+
+class RecordingMeteor:
+    """Java-free stand-in recording what a scorer asks METEOR for."""
+
+    def __init__(self):
+        self.requests, self.groups = [], []
+
+    def statistics(self, requests, progress=False):
+        self.requests.extend(requests)
+        return [f"{h}>{r[0]}" for h, r in requests]
+
+    def aggregate(self, groups, progress=False):
+        self.groups.extend(groups)
+        return [float(len(g)) for g in groups]
+
+
+def test_meteor_is_asked_once_per_distinct_pair_and_aggregated_per_set():
+    meteor = RecordingMeteor()
+    scores = CaptionSetScorer(meteor).score_sets([[("a", "b"), ("a", "b"), ("c", "d")], [], [("a", "b")]])
+    assert meteor.requests == [("a", ["b"]), ("c", ["d"])]  # distinct pairs only
+    assert meteor.groups == [["a>b", "a>b", "c>d"], ["a>b"]]  # duplicates stay in their set
+    np.testing.assert_array_equal(scores[:, 4], [3.0, 0.0, 1.0])

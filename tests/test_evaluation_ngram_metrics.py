@@ -1,0 +1,93 @@
+"""BLEU, ROUGE-L and CIDEr-D equal pycocoevalcap's (cacmi_hf.evaluation.ngram_metrics)."""
+
+import math
+import random
+
+import pytest
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
+
+from cacmi_hf.evaluation.ngram_metrics import (
+    bleu_counts,
+    cider_d,
+    corpus_bleu,
+    ngram_counts,
+    rouge_l,
+)
+
+WORDS = "a man the woman is are dog runs running ball plays with on in and red".split()
+
+
+def _sentence(rng, low=0, high=12):
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high)))
+
+
+def _random_sets(seed, n_sets=25):
+    rng = random.Random(seed)
+    sets = []
+    for _ in range(n_sets):
+        size = rng.randint(1, 6)
+        gts = {i: [_sentence(rng, 1) for _ in range(rng.randint(1, 3))] for i in range(size)}
+        res = {i: [_sentence(rng)] for i in range(size)}
+        sets.append((gts, res))
+    return sets
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_corpus_bleu_equals_pycocoevalcap(seed, capsys):
+    for gts, res in _random_sets(seed):
+        expected, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        ours = corpus_bleu([bleu_counts(res[i][0], gts[i]) for i in gts])
+        assert ours == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_bleu_hand_worked():
+    # hypothesis "a b c d" vs reference "a b c e": 3/4 unigrams, 2/3 bigrams, 1/2 trigrams, 0/1 4-grams.
+    counts = bleu_counts("a b c d", ["a b c e"])
+    assert counts == (4, 4, (4, 3, 2, 1), (3, 2, 1, 0))
+    scores = corpus_bleu([counts])
+    assert scores[0] == pytest.approx(3 / 4)
+    assert scores[1] == pytest.approx(math.sqrt(3 / 4 * 2 / 3))
+    assert scores[3] < 1e-3  # no 4-gram match: only the 1e-15 smoothing remains
+    # brevity penalty: "a b" vs "a b c d" -> exp(1 - 4/2)
+    assert corpus_bleu([bleu_counts("a b", ["a b c d"])])[0] == pytest.approx(math.exp(-1))
+    # "closest" reference length picks 3 (|3-3| = 0) over 6
+    assert bleu_counts("a b c", ["x y z w v u", "a b d"]).reflen == 3
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_rouge_l_equals_pycocoevalcap(seed):
+    rouge = Rouge()
+    for gts, res in _random_sets(seed):
+        for i in gts:
+            assert rouge_l(res[i][0], gts[i]) == pytest.approx(rouge.calc_score(res[i], gts[i]), rel=1e-12)
+
+
+def test_rouge_l_hand_worked():
+    # LCS("a b c d", "a c d e") = 3, P = R = 3/4 -> F_beta = 3/4
+    assert rouge_l("a b c d", ["a c d e"]) == pytest.approx(0.75)
+    assert rouge_l("x", ["a b"]) == 0.0
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_cider_d_equals_pycocoevalcap(seed):
+    for gts, res in _random_sets(seed):
+        expected, expected_each = Cider().compute_score(gts, res)
+        ours, ours_each = cider_d([(ngram_counts(res[i][0]), [ngram_counts(r) for r in gts[i]]) for i in gts])
+        assert ours == pytest.approx(expected, rel=1e-10, abs=1e-12)
+        assert ours_each == pytest.approx(list(expected_each), rel=1e-10, abs=1e-12)
+
+
+def test_cider_d_document_frequency_is_per_set():
+    # One pair alone: log(1 set) = 0 weights every n-gram by 0, so the score is 0 even when identical.
+    assert cider_d([(ngram_counts("a man runs"), [ngram_counts("a man runs")])]) == (0.0, [0.0])
+    two = cider_d([(ngram_counts("a man runs"), [ngram_counts("a man runs")]),
+                   (ngram_counts("a dog sits"), [ngram_counts("a dog sits")])])
+    assert two[0] > 0 and cider_d([]) == (0.0, [])
+
+
+def test_ngram_counts():
+    counts = ngram_counts("a b a")
+    assert counts[("a",)] == 2 and counts[("a", "b")] == 1 and counts[("a", "b", "a")] == 1
+    assert sum(counts.values()) == 3 + 2 + 1
