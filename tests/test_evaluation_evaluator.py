@@ -177,3 +177,14 @@ def test_ground_truth_against_itself(shared_data):
     assert out["per_tiou"]["0.9"]["METEOR"] > 0.9
     # Each reference matches itself (tIoU 1 - eps, METEOR of identical text ~1); SODA_c is bounded by 1.
     assert 0.95 < out["SODA_c"] <= 1.0
+
+
+@needs_java
+@pytest.mark.slow
+def test_awkward_text_runs_through_java():
+    refs = {"v1": {"timestamps": [[0, 10], [10, 20], [20, 30]], "sentences": ["...", "Ein Mann läuft ||| schnell", ""]}}
+    preds = {"v1": _pred(((0, 10), ""), ((10, 20), "ein mann lauft | schnell"), ((20, 30), "!!!"), ((50, 60), "x\ny\rz"))}
+    out = evaluate_dense_captions(preds, refs, meteor=shared_meteor(), per_video=True)
+    assert out["average"]["Precision"] == 0.75 and out["average"]["Recall"] == 1.0
+    assert 0.0 < out["average"]["METEOR"] < 1.0 and 0.0 <= out["SODA_c"] < 1.0
+    json.dumps(out)

@@ -93,7 +93,7 @@ def test_retrieve_hand_built_bank_exact():
 def test_same_video_exclusion_never_returns_own_captions_randomised():
     bank = _bank(num=300, dim=16, num_videos=12, seed=1)
     gen = torch.Generator().manual_seed(2)
-    for trial in range(5):
+    for _ in range(3):
         videos = torch.randint(-1, 12, (4,), generator=gen)
         # Queries built from the videos' own captions: the most tempting case for a leak.
         own_rows = torch.stack([torch.nonzero(bank.video_index == max(int(v), 0))[0, 0] for v in videos])
@@ -121,7 +121,7 @@ def test_top1_matches_brute_force_and_drops_best():
     assert torch.equal(index, ref[1]) and torch.allclose(scores, ref[2], atol=1e-6)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 7, 64, 1000])
+@pytest.mark.parametrize("chunk_size", [3, 64, 1000])
 def test_chunked_equals_unchunked(chunk_size):
     bank = _bank(num=200, dim=12, seed=5)
     queries = torch.randn(2, 5, 12, generator=torch.Generator().manual_seed(6))

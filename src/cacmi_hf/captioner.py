@@ -84,7 +84,6 @@ class DeformableCaptioner(nn.Module):
         self.eos_token_id = config.eos_token_id
         self.pad_token_id = config.pad_token_id
         self.max_caption_len = config.max_caption_len
-        samples = self.num_levels * self.num_points
         self.embed = UniformEmbedding(config.vocab_size, rnn)
         self.value_proj = XavierLinear(hidden, hidden)
         # from [h; query]; PDVC's centred grid puts the initial samples on both sides of the segment centre
@@ -110,7 +109,7 @@ class DeformableCaptioner(nn.Module):
         value = self.value_proj(memory).masked_fill(~memory_mask[..., None], 0)  # (B, S, C)
         # attention keys are linear in the samples, so key the memory once and interpolate the keys
         keys = F.linear(value, self.context_key.weight)  # (B, S, R)
-        reference = query_segments[:, :, None, :] * valid_ratios[:, None, :, None].to(query_segments.dtype)
+        reference = query_segments.float()[:, :, None, :] * valid_ratios.float()[:, None, :, None]  # (B, Q, Lv, 2)
         flat_queries = queries.reshape(batch * num_queries, -1)  # (B·Q, C)
         query_offsets = F.linear(flat_queries, self.sampling_offsets.weight[:, self.rnn_size :], self.sampling_offsets.bias)
         return _CaptionContext(

@@ -39,12 +39,12 @@ class MaskedGroupNorm(nn.GroupNorm):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x `(B, C, T)`, mask `(B, T)` bool -> `(B, C, T)` (padding positions normalised with the same statistics)."""
         batch, channels, length = x.shape
-        groups = x.view(batch, self.num_groups, channels // self.num_groups, length)  # (B, G, C/G, T)
-        weight = mask[:, None, None, :].to(x.dtype)  # (B, 1, 1, T)
+        groups = x.float().view(batch, self.num_groups, channels // self.num_groups, length)  # (B, G, C/G, T)
+        weight = mask[:, None, None, :].float()  # (B, 1, 1, T)
         count = weight.sum(-1, keepdim=True).clamp(min=1) * (channels // self.num_groups)  # (B, 1, 1, 1)
         mean = (groups * weight).sum((2, 3), keepdim=True) / count  # (B, G, 1, 1)
         var = (((groups - mean) * weight) ** 2).sum((2, 3), keepdim=True) / count
-        normed = ((groups - mean) * torch.rsqrt(var + self.eps)).view(batch, channels, length)
+        normed = ((groups - mean) * torch.rsqrt(var + self.eps)).view(batch, channels, length).to(x.dtype)
         if self.affine:
             normed = normed * self.weight[None, :, None] + self.bias[None, :, None]
         return normed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -244,8 +245,9 @@ class CACMIModel(CACMIPreTrainedModel):
         level_lengths = torch.tensor(sizes, dtype=torch.long, device=src.device)  # (Lv,)
         level_start = F.pad(level_lengths.cumsum(0)[:-1], (1, 0))  # (Lv,)
         valid_counts = torch.stack(valid_lengths, 1)  # (B, Lv)
-        valid_ratios = valid_counts.to(src.dtype) / level_lengths.to(src.dtype)  # (B, Lv)
-        reference = DeformableEncoder.reference_points(sizes, valid_counts).to(src.dtype)  # (B, S, Lv, 1)
+        # sampling positions stay float32 whatever the model dtype: bf16 would misplace them by fractions of a frame
+        valid_ratios = valid_counts.float() / level_lengths.float()  # (B, Lv)
+        reference = DeformableEncoder.reference_points(sizes, valid_counts)  # (B, S, Lv, 1) float32
         memory = self.encoder(src, pos, memory_mask, level_lengths, level_start, reference)  # (B, S, C)
 
         decoded = self.decoder(
@@ -286,7 +288,7 @@ class ConfidenceHead(nn.Linear):
 
     def init_special_weights(self):
         """Bias = −log((1 − prior) / prior), so every query starts as "no event" with probability 0.99."""
-        init.constant_(self.bias, -float(torch.log(torch.tensor((1 - self.prior) / self.prior))))
+        init.constant_(self.bias, -math.log((1 - self.prior) / self.prior))
 
 
 class CACMIForDenseCaptioning(CACMIPreTrainedModel):
@@ -383,6 +385,7 @@ class CACMIForDenseCaptioning(CACMIPreTrainedModel):
         """Teacher-forced caption NLL of the matched pairs of each layer that got a matching, in one captioner run."""
         num_layers = len(layer_outputs)
         layers = list(range(num_layers))[-len(indices):]
+        caption_ids = caption_ids.long()
         words = caption_ids != self.config.pad_token_id  # (B, E, T)
         length = int(torch.nonzero(words.any(0).any(0)).max()) + 1 if bool(words.any()) else 1
         caption_ids = caption_ids[..., : max(length, 2)]  # drop all-padding columns

@@ -7,7 +7,7 @@ Load it offline with ``evaluate.load(cacmi_hf.evaluation.metric_path())``; it wr
 import datasets
 import evaluate
 
-from cacmi_hf.evaluation import DEFAULT_TIOUS, evaluate_dense_captions
+from cacmi_hf.evaluation import DEFAULT_TIOUS, evaluate_dense_captions, shared_meteor
 
 _DESCRIPTION = """
 Dense video captioning scores as reported by the field: BLEU-1..4, METEOR 1.5, ROUGE-L and CIDEr-D
@@ -26,6 +26,8 @@ Args:
     paragraph_references: optional, one list per video with one paragraph (str, "" = absent) per
         paragraph reference file.
     tious, max_proposals_per_video, soda, no_java: as in `evaluate_dense_captions`.
+    keep_meteor_running: reuse one METEOR process across calls (saves its start-up when
+        evaluating every epoch); it stops when Python exits.
 Returns:
     The averaged metrics (fractions) "Bleu_1".."Bleu_4", "METEOR", "ROUGE_L", "CIDEr",
     "Precision", "Recall", "F1", "SODA_c", "para_<metric>" when paragraphs are given, plus
@@ -67,7 +69,8 @@ class DenseCaptioning(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, video_ids=None, paragraph_references=None,
-                 tious=DEFAULT_TIOUS, max_proposals_per_video=1000, soda=True, no_java=False):
+                 tious=DEFAULT_TIOUS, max_proposals_per_video=1000, soda=True, no_java=False,
+                 keep_meteor_running=False):
         if video_ids is None:
             video_ids = [f"video_{i}" for i in range(len(predictions))]
         if len(video_ids) != len(predictions) or len(set(video_ids)) != len(video_ids):
@@ -94,6 +97,7 @@ class DenseCaptioning(evaluate.Metric):
         result = evaluate_dense_captions(
             dict(zip(video_ids, predictions)), files, tious=tious, paragraph_references=paragraphs,
             max_proposals_per_video=max_proposals_per_video, soda=soda, no_java=no_java,
+            meteor=shared_meteor() if keep_meteor_running and not no_java else None,
         )
         out = dict(result["average"])
         out["SODA_c"] = result["SODA_c"]
