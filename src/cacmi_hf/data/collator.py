@@ -1,0 +1,155 @@
+"""Batch collation: per-video rows -> the padded tensors `CACMIForDenseCaptioning` takes (inputs and labels).
+
+Frames: every video is resized to exactly L = `num_frames` frames by nearest-index sampling (PDVC's
+rule: short videos are repeated frame-wise, long ones subsampled), so `video_mask` is all True.
+With `num_frames=None` the native lengths are kept and padded to the longest video of the batch,
+`video_mask` marking the real frames. Events: at most `max_train_events` per video, a random subset
+(kept in annotation order) while training, all of them in order otherwise; segments become (start,
+end) / duration clamped to [0, 1]; captions are tokenised to `[BOS] words [EOS]` with at most
+`max_caption_len` words and padded with PAD.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..video_decoding import nearest_indices
+
+
+class DenseCaptioningCollator:
+    """Collate rows `{video_id, duration, timestamps, sentences, video_features}` into model inputs and labels.
+
+    Output keys: `video_features (B, L, D)` float32, `video_mask (B, L)` bool, `durations (B,)` float32,
+    `video_ids (B,)` long (index in the memory bank's video list, -1 when absent), and, when the rows
+    carry annotations, `event_segments (B, E, 2)` float32 (se, normalised), `event_mask (B, E)` bool,
+    `caption_ids (B, E, T)` long. `return_video_names=True` adds `video_names` (list of str) for
+    evaluation loops that call the model themselves.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        config: Any = None,
+        *,
+        num_frames: int | None = None,
+        max_train_events: int | None = None,
+        max_caption_len: int | None = None,
+        memory_video_lookup: Mapping[str, int] | Any = None,
+        training: bool = True,
+        seed: int = 0,
+        feature_key: str = "video_features",
+        return_video_names: bool = False,
+    ):
+        self.tokenizer = tokenizer
+        self.num_frames = num_frames if num_frames is not None else getattr(config, "num_frames", None)
+        self.max_train_events = max_train_events or getattr(config, "max_train_events", None)
+        self.max_caption_len = max_caption_len or getattr(config, "max_caption_len", 30)
+        lookup = getattr(memory_video_lookup, "video_lookup", memory_video_lookup)  # a MemoryBankData works too
+        self.memory_video_lookup = dict(lookup) if lookup is not None else {}
+        self.training = training
+        self.seed = seed
+        self.feature_key = feature_key
+        self.return_video_names = return_video_names
+        self.pad_token_id = tokenizer.pad_token_id if getattr(tokenizer, "pad_token_id", None) is not None else 0
+        self._rng: np.random.Generator | None = None
+        self._rng_worker: int | None = None
+
+    def _generator(self) -> np.random.Generator:
+        """Seeded event sampler; each DataLoader worker gets its own stream (seed, worker id)."""
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else -1
+        if self._rng is None or self._rng_worker != worker:
+            self._rng = np.random.default_rng([self.seed, worker + 1])
+            self._rng_worker = worker
+        return self._rng
+
+    # Per-video work is done in numpy and turned into tensors once per batch: tiny torch ops each wake
+    # the intra-op thread pool, which costs more than the op itself (badly so on a shared CPU).
+    def _frames(self, rows: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+        features = []
+        for row in rows:
+            if row.get(self.feature_key) is None:
+                raise ValueError(
+                    f"Row of video {row.get('video_id')!r} has no {self.feature_key!r}; load the dataset with features=."
+                )
+            value = row[self.feature_key]
+            x = value.detach().cpu().numpy() if torch.is_tensor(value) else np.asarray(value)
+            if x.ndim != 2 or x.shape[0] == 0:
+                raise ValueError(f"{self.feature_key} of video {row.get('video_id')!r} must be (T>0, D), got {x.shape}.")
+            if self.num_frames is not None and x.shape[0] != self.num_frames:
+                x = x[nearest_indices(x.shape[0], self.num_frames)]  # (L, D)
+            features.append(x)
+        dims = {x.shape[1] for x in features}
+        if len(dims) != 1:
+            raise ValueError(f"Videos of one batch have different feature sizes {sorted(dims)}.")
+        length = max(x.shape[0] for x in features)
+        batch = np.zeros((len(features), length, dims.pop()), dtype=np.float32)  # (B, L, D)
+        mask = np.zeros((len(features), length), dtype=bool)  # (B, L)
+        for i, x in enumerate(features):
+            batch[i, : x.shape[0]] = x
+            mask[i, : x.shape[0]] = True
+        return torch.from_numpy(batch), torch.from_numpy(mask)
+
+    def _events(self, rows: Sequence[Mapping[str, Any]], durations: np.ndarray) -> dict[str, torch.Tensor] | None:
+        if any(row.get("timestamps") is None or row.get("sentences") is None for row in rows):
+            return None
+        chosen: list[np.ndarray] = []
+        for row in rows:
+            count = len(row["timestamps"])
+            keep = np.arange(count)
+            if self.training and self.max_train_events is not None and count > self.max_train_events:
+                keep = np.sort(self._generator().choice(count, self.max_train_events, replace=False))
+            chosen.append(keep)
+        num_events = max((len(k) for k in chosen), default=0)
+        if num_events == 0:
+            return None
+        batch = len(rows)
+        segments = np.zeros((batch, num_events, 2), dtype=np.float64)  # (B, E, 2)
+        event_mask = np.zeros((batch, num_events), dtype=bool)  # (B, E)
+        sentences, slots = [], []
+        for i, (row, keep) in enumerate(zip(rows, chosen)):
+            if len(keep) == 0:
+                continue
+            times = np.asarray(row["timestamps"], dtype=np.float64).reshape(-1, 2)[keep]  # (e, 2)
+            segments[i, : len(keep)] = np.clip(np.sort(times, axis=1) / durations[i], 0.0, 1.0)  # sort guards reversed pairs
+            event_mask[i, : len(keep)] = True
+            sentences.extend(row["sentences"][k] for k in keep)
+            slots.extend((i, j) for j in range(len(keep)))
+        encoded = self.tokenizer(
+            sentences, padding="longest", truncation=True, max_length=self.max_caption_len + 2, return_tensors="np"
+        )["input_ids"]  # (P, T)
+        captions = np.full((batch, num_events, encoded.shape[1]), self.pad_token_id, dtype=np.int64)  # (B, E, T)
+        index = np.asarray(slots, dtype=np.int64)  # (P, 2)
+        captions[index[:, 0], index[:, 1]] = encoded
+        return {
+            "event_segments": torch.from_numpy(segments.astype(np.float32)),
+            "event_mask": torch.from_numpy(event_mask),
+            "caption_ids": torch.from_numpy(captions),
+        }
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        if len(rows) == 0:
+            raise ValueError("DenseCaptioningCollator got an empty batch.")
+        features, mask = self._frames(rows)
+        durations = np.asarray([float(row["duration"]) for row in rows], dtype=np.float64)  # (B,)
+        if (durations <= 0).any():
+            bad = [row.get("video_id") for row, d in zip(rows, durations) if d <= 0]
+            raise ValueError(f"Videos {bad} have non-positive durations.")
+        out: dict[str, Any] = {
+            "video_features": features,
+            "video_mask": mask,
+            "durations": torch.from_numpy(durations.astype(np.float32)),
+            "video_ids": torch.tensor([self.memory_video_lookup.get(row.get("video_id"), -1) for row in rows], dtype=torch.long),
+        }
+        labels = self._events(rows, durations)
+        if labels is not None:
+            out.update(labels)
+        if self.return_video_names:
+            out["video_names"] = [row.get("video_id") for row in rows]
+        return out
+
+
+__all__ = ["DenseCaptioningCollator"]

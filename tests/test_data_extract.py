@@ -1,0 +1,162 @@
+"""`cacmi extract-features`: features equal the tower on the decoded frames; fps counts; broken videos skipped; resumable."""
+
+import argparse
+import json
+import os
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from cacmi_hf.data.extract import add_arguments, extract_features, find_videos, run
+from cacmi_hf.open_clip_tower import TINY_OPEN_CLIP_CONFIG, encode_images, load_open_clip, save_open_clip_local_dir, spec_preprocess
+from cacmi_hf.video_decoding import decode_video
+
+
+def write_video(path, seconds, fps=25, size=(64, 48), codec="libx264"):
+    """An mp4 whose colour changes every second (so wrong frame choices change the features)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(int(round(seconds * fps))):
+            second = int(i / fps)
+            img = np.zeros((size[1], size[0], 3), np.uint8)
+            img[..., 0] = (second * 37) % 256
+            img[: size[1] // 2, :, 1] = (second * 91) % 256
+            img[:, : size[0] // 3, 2] = 255 - (second * 53) % 256
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def write_audio_only(path):
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        for k in range(20):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, k * 1024
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    torch.manual_seed(0)
+    model, spec = load_open_clip(TINY_OPEN_CLIP_CONFIG)
+    folder = save_open_clip_local_dir(model, spec, tmp_path_factory.mktemp("clip") / "tiny")
+    return model, spec, folder
+
+
+@pytest.fixture(scope="module")
+def video_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    write_video(folder / "v_alpha.mp4", 6.0, fps=25)
+    (folder / "sub").mkdir()
+    write_video(folder / "sub" / "v_beta.mp4", 3.4, fps=30, size=(96, 64), codec="mpeg4")
+    return folder
+
+
+@pytest.fixture
+def broken_dir(video_dir, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("v_alpha.mp4", "sub/v_beta.mp4"):
+        os.symlink(video_dir / name, folder / os.path.basename(name))
+    (folder / "v_corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    (folder / "v_empty.mp4").write_bytes(b"")
+    write_audio_only(folder / "v_audio.mp4")
+    return folder
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args([str(a) for a in argv])
+
+
+def test_features_equal_the_tower_on_decoded_frames(tiny_clip, video_dir, tmp_path):
+    model, spec, _ = tiny_clip
+    videos = find_videos(video_dir)
+    assert [vid for vid, _ in videos] == ["v_alpha", "v_beta"]  # recursive, sorted by id
+    report = extract_features(videos, tmp_path / "f1", model, spec, fps=1.0, batch_size=4, progress=False)
+    assert report.written == ["v_alpha", "v_beta"] and not report.failed and report.frames == 6 + 3
+    for vid, path in videos:
+        saved = np.load(tmp_path / "f1" / f"{vid}.npy")
+        expected = encode_images(model, spec_preprocess(spec)(decode_video(path, fps=1.0).frames)).numpy()
+        assert saved.dtype == np.float32 and saved.shape == expected.shape
+        np.testing.assert_allclose(saved, expected, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(np.linalg.norm(saved, axis=1), 1.0, atol=1e-5)
+        assert len({tuple(np.round(r, 4)) for r in saved}) == len(saved)  # one distinct picture per second
+    two = extract_features(videos, tmp_path / "f2", model, spec, fps=2.0, progress=False)
+    assert [np.load(tmp_path / "f2" / f"{v}.npy").shape[0] for v in two.written] == [12, 7]  # round(6*2), round(3.4*2)
+    fixed = extract_features(videos, tmp_path / "f3", model, spec, num_frames=5, progress=False)
+    assert [np.load(tmp_path / "f3" / f"{v}.npy").shape for v in fixed.written] == [(5, 32), (5, 32)]
+
+
+def test_broken_videos_are_reported_and_skipped(tiny_clip, broken_dir, tmp_path):
+    model, spec, _ = tiny_clip
+    report = extract_features(find_videos(broken_dir), tmp_path / "out", model, spec, progress=False)
+    assert sorted(report.written) == ["v_alpha", "v_beta"]
+    assert sorted(report.failed) == ["v_audio", "v_corrupt", "v_empty"]
+    assert "no video stream" in report.failed["v_audio"]
+    assert "empty file" in report.failed["v_empty"]
+    assert "not a readable video" in report.failed["v_corrupt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["v_alpha.npy", "v_beta.npy"]  # no temp files
+    assert "3 failed" in report.summary() and "FAILED v_audio" in report.summary()
+
+
+def test_resume_skips_finished_videos(tiny_clip, video_dir, tmp_path):
+    model, spec, _ = tiny_clip
+    videos = find_videos(video_dir)
+    out = tmp_path / "out"
+    extract_features(videos[:1], out, model, spec, progress=False)
+    stamp = (out / "v_alpha.npy").stat().st_mtime_ns
+    report = extract_features(videos, out, model, spec, progress=False)
+    assert report.skipped == ["v_alpha"] and report.written == ["v_beta"]
+    assert (out / "v_alpha.npy").stat().st_mtime_ns == stamp
+    again = extract_features(videos, out, model, spec, overwrite=True, progress=False)
+    assert again.written == ["v_alpha", "v_beta"] and not again.skipped
+
+
+def test_command_exit_codes_and_settings_guard(tiny_clip, video_dir, broken_dir, tmp_path, capsys):
+    _, _, clip_folder = tiny_clip
+    out = tmp_path / "cli"
+    assert run(parse(broken_dir, "--out", out, "--clip", f"local-dir:{clip_folder}", "--no-progress")) == 0
+    info = json.loads((out / "extraction_info.json").read_text())
+    assert info["fps"] == 1.0 and info["clip"]["model_cfg"]["embed_dim"] == 32
+    assert "2 written" in capsys.readouterr().out
+    # the rerun only retries the broken ones: nothing new, but features exist -> success, unless --strict
+    assert run(parse(broken_dir, "--out", out, "--clip", clip_folder, "--no-progress")) == 0
+    assert run(parse(broken_dir, "--out", out, "--clip", clip_folder, "--no-progress", "--strict")) == 1
+    only_broken = tmp_path / "only_broken"
+    only_broken.mkdir()
+    (only_broken / "bad.mp4").write_bytes(b"nope")
+    assert run(parse(only_broken, "--out", tmp_path / "none", "--clip", clip_folder, "--no-progress")) == 1
+    with pytest.raises(SystemExit, match="other settings.*fps"):
+        run(parse(video_dir, "--out", out, "--clip", clip_folder, "--fps", "2", "--no-progress"))
+    with pytest.raises(SystemExit, match="needs CLIP weights"):
+        run(parse(video_dir, "--out", tmp_path / "x", "--clip", "ViT-L-14"))
+
+
+def test_find_videos_list_file_and_duplicates(video_dir, tmp_path):
+    listing = tmp_path / "videos.txt"
+    listing.write_text(f"# my videos\nclip_a\t{video_dir / 'v_alpha.mp4'}\n{video_dir / 'sub' / 'v_beta.mp4'}\n\n")
+    assert find_videos(listing) == [("clip_a", video_dir / "v_alpha.mp4"), ("v_beta", video_dir / "sub" / "v_beta.mp4")]
+    (tmp_path / "dups").mkdir()
+    (tmp_path / "dups" / "a").mkdir()
+    for sub in ("", "a/"):
+        (tmp_path / "dups" / f"{sub}same.mp4").write_bytes(b"x")
+    with pytest.raises(ValueError, match="share the id 'same'"):
+        find_videos(tmp_path / "dups")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="No videos"):
+        find_videos(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="neither a folder"):
+        find_videos(tmp_path / "missing")
