@@ -10,6 +10,10 @@ from .modeling_cacmi import (
     CACMIModelOutput,
     CACMIPreTrainedModel,
 )
+from .pipeline_dense_video_captioning import DenseVideoCaptioningPipeline
+from .pipeline_dense_video_captioning import register as _register_pipeline
+from .processing_cacmi import CACMIProcessor, CACMIVideoProcessor
+from .processing_cacmi import register as _register_processor
 
 __version__ = "0.1.0"
 
@@ -21,6 +25,8 @@ def _register() -> None:
     AutoModel.register(CACMIConfig, CACMIForDenseCaptioning, exist_ok=True)
     CACMIConfig.register_for_auto_class()
     CACMIForDenseCaptioning.register_for_auto_class("AutoModel")
+    _register_processor()
+    _register_pipeline()
 
 
 _register()
@@ -32,5 +38,8 @@ __all__ = [
     "CACMIModel",
     "CACMIModelOutput",
     "CACMIPreTrainedModel",
+    "CACMIProcessor",
+    "CACMIVideoProcessor",
+    "DenseVideoCaptioningPipeline",
     "__version__",
 ]

@@ -28,6 +28,7 @@ from .feature_enhancement import ContextAwareFeatureEnhancement
 from .frame_aggregation import CrossModalFrameAggregation
 from .matcher import MatchIndices
 from .memory_bank import MemoryBank
+from .vision_tower import CACMIVisionTower, from_clip
 
 
 @dataclass
@@ -88,7 +89,9 @@ class CACMIDenseCaptioningOutput(ModelOutput):
         aux_outputs (`list[dict]`, *optional*): `logits`, `pred_segments`, `pred_counts` of each earlier layer.
         last_hidden_state (`(B, N, C)`): last decoder layer states.
         text_mask (`(B, c)` bool, *optional*): real retrieved text queries (CFA on).
+        text_spans (`(B, c, 2)` long, *optional*): inclusive frame span of each pseudo-event (cluster / window).
         retrieved_indices (`(B, c, k)` long, *optional*): memory-bank rows retrieved per text query.
+        retrieved_scores (`(B, c, k)`, *optional*): their similarity to the pseudo-event's frames.
     """
 
     loss: torch.Tensor | None = None
@@ -101,7 +104,9 @@ class CACMIDenseCaptioningOutput(ModelOutput):
     aux_outputs: list | None = None
     last_hidden_state: torch.Tensor | None = None
     text_mask: torch.Tensor | None = None
+    text_spans: torch.Tensor | None = None
     retrieved_indices: torch.Tensor | None = None
+    retrieved_scores: torch.Tensor | None = None
 
 
 class CACMIPreTrainedModel(PreTrainedModel):
@@ -310,7 +315,27 @@ class CACMIForDenseCaptioning(CACMIPreTrainedModel):
         self.counter_heads = nn.ModuleList(nn.Linear(hidden, config.max_event_count + 1) for _ in range(layers))
         self.captioner = DeformableCaptioner(config)
         self.criterion = CACMICriterion(config)
+        # frozen CLIP image tower, so one checkpoint takes raw frames (`pixel_values_videos`); off by default
+        self.vision_tower = CACMIVisionTower(config) if config.vision_config else None
         self.post_init()
+
+    @classmethod
+    def from_clip(cls, clip_model="ViT-L-14", pretrained=None, config=None, **kwargs) -> "CACMIForDenseCaptioning":
+        """A model with an open_clip image tower (`config.vision_config`), CLIP weights copied in when `pretrained` is a local file/folder."""
+        return from_clip(cls, clip_model, pretrained, config=config, **kwargs)
+
+    def _features(self, video_features, pixel_values_videos, video_mask):
+        """`video_features (B, L, D)` as given, or embedded from `pixel_values_videos (B, L, 3, S, S)` by the tower."""
+        if (video_features is None) == (pixel_values_videos is None):
+            raise ValueError("Pass exactly one of video_features (B, L, D) and pixel_values_videos (B, L, 3, S, S).")
+        if pixel_values_videos is None:
+            return video_features
+        if self.vision_tower is None:
+            raise ValueError(
+                "pixel_values_videos needs a model with a vision tower (config.vision_config); build one with "
+                "CACMIForDenseCaptioning.from_clip(...) or pass CLIP video_features."
+            )
+        return self.vision_tower(pixel_values_videos, video_mask)  # (B, L, D)
 
     @property
     def memory_bank(self) -> MemoryBank | None:
@@ -425,13 +450,14 @@ class CACMIForDenseCaptioning(CACMIPreTrainedModel):
 
     def forward(
         self,
-        video_features: torch.Tensor,
+        video_features: torch.Tensor | None = None,
         video_mask: torch.Tensor | None = None,
         durations: torch.Tensor | None = None,
         video_ids: torch.Tensor | None = None,
         event_segments: torch.Tensor | None = None,
         event_mask: torch.Tensor | None = None,
         caption_ids: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
     ) -> CACMIDenseCaptioningOutput:
         r"""
         Args:
@@ -444,11 +470,14 @@ class CACMIForDenseCaptioning(CACMIPreTrainedModel):
                 is computed when given.
             event_mask (`(B, E)` bool, *optional*): real events (default all).
             caption_ids (`(B, E, T)` long, *optional*): `[BOS, w1, .., EOS, PAD, ..]` per event; adds the caption loss.
+            pixel_values_videos (`(B, L, 3, S, S)` float, *optional*): CLIP-preprocessed frames instead of
+                `video_features`, for a model with a vision tower.
 
         Returns:
             [`CACMIDenseCaptioningOutput`] with loss/loss_dict when labels are given, logits `(B, N)`,
             pred_segments `(B, N, 2)`, pred_counts `(B, K+1)`, aux_outputs.
         """
+        video_features = self._features(video_features, pixel_values_videos, video_mask)
         batch = video_features.shape[0] if torch.is_tensor(video_features) else 0
         if event_segments is not None:
             event_segments, event_mask, caption_ids = self._validate_labels(event_segments, event_mask, caption_ids, batch)
@@ -471,17 +500,20 @@ class CACMIForDenseCaptioning(CACMIPreTrainedModel):
             aux_outputs=layer_outputs[:-1],
             last_hidden_state=model_out.last_hidden_state,
             text_mask=model_out.text_mask,
+            text_spans=model_out.text_spans,
             retrieved_indices=model_out.retrieved_indices,
+            retrieved_scores=model_out.retrieved_scores,
         )
 
     @torch.no_grad()
     def generate(
         self,
-        video_features: torch.Tensor,
+        video_features: torch.Tensor | None = None,
         video_mask: torch.Tensor | None = None,
         durations: torch.Tensor | None = None,
         video_ids: torch.Tensor | None = None,
         max_caption_len: int | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
     ) -> CACMIDenseCaptioningOutput:
         r"""
         Detect events and caption every query greedily (no gradient; call `.eval()` first for deterministic output).
@@ -489,12 +521,14 @@ class CACMIForDenseCaptioning(CACMIPreTrainedModel):
         Args:
             video_features (`(B, L, D)`), video_mask (`(B, L)`), durations (`(B,)`), video_ids (`(B,)`): as in `forward`.
             max_caption_len (`int`, *optional*): most words per caption (default `config.max_caption_len`).
+            pixel_values_videos (`(B, L, 3, S, S)`, *optional*): frames instead of `video_features` (vision tower).
 
         Returns:
             [`CACMIDenseCaptioningOutput`] with logits `(B, N)`, pred_segments `(B, N, 2)`, pred_counts `(B, K+1)`,
             caption_ids `(B, N, T)` and caption_log_probs `(B, N, T)` (T <= max_caption_len + 2). Feed it to
             `post_process_dense_video_captioning` for timed sentences.
         """
+        video_features = self._features(video_features, pixel_values_videos, video_mask)
         model_out = self.cacmi(video_features, video_mask, durations, video_ids)
         layer_outputs = self._heads(model_out)
         last = layer_outputs[-1]
@@ -517,7 +551,9 @@ class CACMIForDenseCaptioning(CACMIPreTrainedModel):
             aux_outputs=layer_outputs[:-1],
             last_hidden_state=model_out.last_hidden_state,
             text_mask=model_out.text_mask,
+            text_spans=model_out.text_spans,
             retrieved_indices=model_out.retrieved_indices,
+            retrieved_scores=model_out.retrieved_scores,
         )
 
 

@@ -1,0 +1,204 @@
+"""Seconds per minute of video of `pipeline("dense-video-captioning")` on CPU, split into decode / CLIP / CACMI.
+
+A 10-minute 1280x720 30 fps H.264 video (2 s GOPs, a textured panning scene with a moving object) is
+captioned with the real ViT-L-14 image tower (random weights) and the ActivityNet preset (L = 100 frames,
+37,421-entry memory bank, 8.5k-word vocabulary), timing the three stages the pipeline runs:
+
+- decode: open the file, sample L frames over the whole video (keyframe seeking), downscale while decoding,
+  CLIP preprocessing (`CACMIVideoProcessor.sample_video` + `pack`); the same with `seek=False` (every frame
+  decoded) is shown for comparison;
+- CLIP: the frozen ViT-L-14 tower on the L frames (`CACMIVisionTower`);
+- CACMI: `model.generate` (CFA clustering + retrieval, CFE, deformable transformer, captioner).
+
+The target: decode + CACMI under 15 % of the total, i.e. the cost of a video is its L CLIP passes.
+
+    python benchmarks/bench_pipeline.py [--minutes 10] [--repeats 3] [--clip-repeats 1] [--video PATH]
+
+The script re-executes itself with MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ set (glibc reads them
+at start-up; without them the same CPU code runs at one of two speeds per process) and reports medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+
+
+def _reexec_with_malloc_settings() -> None:
+    if any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
+
+
+def _scene(width: int, height: int, seed: int = 0):
+    """A smooth random texture twice the frame width (panned across) and the colour of the moving object."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (height // 16 + 1, 2 * width // 16 + 1, 3)).astype(np.float32)
+    texture = coarse.repeat(16, 0).repeat(16, 1)[:height, : 2 * width]
+    for axis in (0, 1):  # box blur: smooth gradients with some detail, like natural footage
+        texture = (texture + np.roll(texture, 8, axis) + np.roll(texture, -8, axis)) / 3
+    texture += rng.normal(0, 6, texture.shape)
+    return np.clip(texture, 0, 255).astype(np.uint8)
+
+
+def make_video(path: Path, minutes: float, fps: int = 30, size=(1280, 720), gop_seconds: int = 2, clip_seconds: int = 4) -> Path:
+    """Encode a `clip_seconds` clip once and repeat its packets (closed GOPs) to `minutes` of H.264 without re-encoding."""
+    import av
+    import numpy as np
+
+    width, height = size
+    texture = _scene(width, height)
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as clip:
+        stream = clip.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.options = {"preset": "veryfast", "crf": "23", "g": str(gop_seconds * fps),
+                                        "keyint_min": str(gop_seconds * fps), "sc_threshold": "0"}
+        frames = clip_seconds * fps
+        for i in range(frames):
+            offset = int(i * width / frames)  # one texture width per clip: the loop point matches
+            image = np.ascontiguousarray(texture[:, offset : offset + width])
+            x, y = int((i * 9) % (width - 160)), int(height / 2 + 150 * np.sin(i / 20)) - 60
+            image[y : y + 120, x : x + 160] = (230, 60, 40)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                clip.mux(packet)
+        for packet in stream.encode():
+            clip.mux(packet)
+    buffer.seek(0)
+    with av.open(buffer) as source:
+        src = source.streams.video[0]
+        packets = [(bytes(p), p.pts, p.dts, p.is_keyframe, p.duration) for p in source.demux(src) if p.size]
+        period = round(clip_seconds / src.time_base)
+        repeats = int(round(minutes * 60 / clip_seconds))
+        with av.open(str(path), "w", format="mp4") as out:
+            dst = out.add_stream_from_template(src)
+            for k in range(repeats):
+                for data, pts, dts, key, duration in packets:
+                    packet = av.Packet(data)
+                    packet.stream = dst
+                    packet.time_base = src.time_base
+                    packet.pts, packet.dts, packet.duration = pts + k * period, dts + k * period, duration
+                    packet.is_keyframe = key
+                    out.mux(packet)
+    return path
+
+
+def median_time(fn, repeats: int):
+    """(median seconds, last result) of `repeats` calls."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result, times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="Video length (default: 10).")
+    parser.add_argument("--video", type=Path, default=None, help="Use this video instead of generating one.")
+    parser.add_argument("--repeats", type=int, default=3, help="Runs of the decode and CACMI stages (median).")
+    parser.add_argument("--clip-repeats", type=int, default=1, help="Runs of the CLIP stage (median; each is L ViT-L passes).")
+    parser.add_argument("--sequential-repeats", type=int, default=1,
+                        help="Runs of the every-frame decoder shown for comparison (0 = skip; it is slow).")
+    parser.add_argument("--clip-model", default="ViT-L-14", help="open_clip architecture of the tower (random weights).")
+    parser.add_argument(
+        "--clip-frames", type=int, default=None,
+        help="Time the tower on this many of the L frames and scale to L (its cost is linear in frames; default: all L).",
+    )
+    parser.add_argument("--memory-size", type=int, default=37421, help="Memory-bank entries (ActivityNet train captions).")
+    parser.add_argument("--vocab-size", type=int, default=8500, help="Caption vocabulary size (ActivityNet ~8.5k).")
+    args = parser.parse_args()
+    _reexec_with_malloc_settings()
+
+    import torch
+
+    from cacmi_hf import CACMIConfig, CACMIForDenseCaptioning
+    from cacmi_hf.open_clip_tower import resolve_open_clip
+    from cacmi_hf.processing_cacmi import CACMIVideoProcessor
+    from cacmi_hf.video_decoding import probe_video
+
+    torch.manual_seed(0)
+    video = args.video
+    if video is None:
+        video = Path(tempfile.gettempdir()) / f"cacmi_bench_{args.minutes:g}min_720p30.mp4"
+        if not video.is_file():
+            start = time.perf_counter()
+            make_video(video, args.minutes)
+            print(f"wrote {video} in {time.perf_counter() - start:.0f} s")
+    info = probe_video(video)
+    minutes = info.duration / 60
+
+    spec = resolve_open_clip(args.clip_model)
+    config = CACMIConfig.from_preset("activitynet", memory_size=args.memory_size, vocab_size=args.vocab_size)
+    build = time.perf_counter()
+    model = CACMIForDenseCaptioning.from_clip(spec.to_dict(), config=config).eval()
+    model.set_memory_bank(torch.nn.functional.normalize(torch.randn(args.memory_size, model.config.text_dim), dim=-1),
+                          torch.arange(args.memory_size) // 4)
+    build = time.perf_counter() - build
+    processor = CACMIVideoProcessor.from_open_clip(spec, num_frames=config.num_frames)
+    sequential = CACMIVideoProcessor.from_open_clip(spec, num_frames=config.num_frames, seek=False)
+
+    def decode(vp):
+        return vp.pack([vp.sample_video(video)])
+
+    # alternate the compared decoders so machine load drifts hit both alike
+    seek_times, seq_times = [], []
+    for i in range(max(args.repeats, args.sequential_repeats)):
+        if i < args.repeats:
+            seconds, batch, _ = median_time(lambda: decode(processor), 1)
+            seek_times.append(seconds)
+        if i < args.sequential_repeats:
+            seq_times.append(median_time(lambda: decode(sequential), 1)[0])
+    t_decode = statistics.median(seek_times)
+    t_sequential = statistics.median(seq_times) if seq_times else None
+
+    pixels, mask = batch["pixel_values_videos"], batch["video_mask"]
+    frames = int(mask.sum())
+    timed = min(args.clip_frames or frames, frames)
+    with torch.inference_mode():
+        t_clip, part, clip_runs = median_time(
+            lambda: model.vision_tower(pixels[:, :timed], mask[:, :timed]), args.clip_repeats
+        )
+        t_clip *= frames / timed
+        if timed < frames:  # the CACMI stage needs L features: random unit vectors (its cost does not depend on them)
+            part = torch.nn.functional.normalize(torch.randn(1, frames, model.config.feature_dim), dim=-1)
+        features = part
+        t_cacmi, _, cacmi_runs = median_time(
+            lambda: model.generate(video_features=features, video_mask=mask, durations=batch["durations"]), args.repeats
+        )
+
+    total = t_decode + t_clip + t_cacmi
+    print()
+    print(f"video: {info.width}x{info.height} {info.average_fps:g} fps, {info.duration:.0f} s; L = {frames} frames; "
+          f"{args.clip_model} (random weights), ActivityNet preset, memory {args.memory_size}, vocab {args.vocab_size}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; model built in {build:.1f} s")
+    print()
+    print("| stage | s / video | s / minute of video | share of total |")
+    print("|---|---|---|---|")
+    clip_name = f"CLIP {args.clip_model}, {frames} frames" + (f" (timed on {timed}, scaled)" if timed < frames else "")
+    for name, seconds in (("decode + preprocess (keyframe seeking)", t_decode), (clip_name, t_clip),
+                          ("CACMI generate", t_cacmi)):
+        print(f"| {name} | {seconds:.2f} | {seconds / minutes:.3f} | {100 * seconds / total:.1f} % |")
+    print(f"| **total** | **{total:.2f}** | **{total / minutes:.3f}** | 100 % |")
+    if t_sequential is not None:
+        print(f"| (decode every frame instead, seek=False) | {t_sequential:.2f} | {t_sequential / minutes:.3f} | "
+              f"{100 * t_sequential / (t_sequential + t_clip + t_cacmi):.1f} % of that total |")
+    share = 100 * (t_decode + t_cacmi) / total
+    print()
+    print(f"decode + CACMI = {share:.1f} % of the total (target < 15 %): {'OK' if share < 15 else 'MISSED'}")
+    print(f"runs (s): decode {', '.join(f'{t:.2f}' for t in seek_times)}; sequential {', '.join(f'{t:.2f}' for t in seq_times) or '-'}; "
+          f"CLIP {', '.join(f'{t:.1f}' for t in clip_runs)}; CACMI {', '.join(f'{t:.2f}' for t in cacmi_runs)}")
+
+
+if __name__ == "__main__":
+    main()
