@@ -184,11 +184,3 @@ def test_evaluate_zero_shot_scores_val_frames(world, tmp_path):
         # accuracies are means over frames, so multiples of 1/frames
         assert 0.0 <= scores[key] <= 1.0
         assert math.isclose(scores[key] * scores["frames"], round(scores[key] * scores["frames"]), abs_tol=1e-6)
-
-
-@pytest.mark.slow
-def test_default_budget_reads_colour_and_shape(tmp_path):
-    world = generate_world(tmp_path / "world", {"train": 400, "val": 50}, progress=False)
-    path = get_or_train_tiny_clip(world.root, tmp_path / "cache", progress=False)
-    scores = evaluate_zero_shot(path, world.root, "val")
-    assert scores["colour"] > 0.9 and scores["shape"] > 0.6

@@ -28,7 +28,9 @@ TARGET_F1 = 0.75
 TARGET_RATIO = 3.0
 RATIO_METRICS = ("METEOR", "CIDEr", "SODA_c")
 
-FULL = dict(videos={"train": 400, "val": 50, "test": 50}, clip_steps=600, epochs=None)
+# Sized for about ten minutes on two CPU cores (see BENCHMARKS.md for what each stage costs and what
+# this budget reaches); `--epochs` / `--clip-steps` buy more training where time allows.
+FULL = dict(videos={"train": 300, "val": 40, "test": 40}, clip_steps=60, epochs=6)
 QUICK = dict(videos={"train": 16, "val": 4, "test": 4}, clip_steps=10, epochs=2)
 
 
@@ -39,10 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", default="cacmi", choices=("cacmi", "pdvc", "cm2"),
                         help="cacmi (default), pdvc (no CFA/CFE) or cm2 (fixed-window retrieval) — the ablation.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the world and of training.")
-    parser.add_argument("--epochs", type=float, default=None, help="Training epochs (default: the synthetic preset's).")
+    parser.add_argument("--epochs", type=float, default=None, help="Training epochs (default 6; --quick 2; the synthetic preset of examples/train.py has 24).")
     parser.add_argument("--batch-size", type=int, default=None, help="Videos per training step (default: the preset's).")
     parser.add_argument("--learning-rate", type=float, default=None, help="Peak learning rate (default: the preset's).")
-    parser.add_argument("--clip-steps", type=int, default=None, help="Tiny-CLIP training steps (default 600; --quick 10).")
+    parser.add_argument("--clip-steps", type=int, default=None, help="Tiny-CLIP training steps (default 60; --quick 10).")
     parser.add_argument("--clip-cache", default=None, help="Tiny-CLIP cache folder (default ~/.cache/cacmi_hf/tiny_clip).")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
     parser.add_argument("--no-java", action="store_true", help="Score without Java (no METEOR / SODA_c).")
@@ -110,7 +112,7 @@ def _train(args, world, clip_dir: Path, features_dir: Path, bank_dir: Path, mode
         "--disable_tqdm", "false",
         "--logging_steps", "25",
     ]
-    epochs = args.epochs if args.epochs is not None else (QUICK["epochs"] if args.quick else None)
+    epochs = args.epochs if args.epochs is not None else (QUICK if args.quick else FULL)["epochs"]
     if epochs is not None:
         argv += ["--num_train_epochs", str(epochs)]
     if args.batch_size is not None:
