@@ -251,6 +251,7 @@ def prepare_training(
         model = from_clip(CACMIForDenseCaptioning, data_args.clip, data_args.clip_pretrained, config=config)
     else:
         model = CACMIForDenseCaptioning(config)
+    config = model.config  # from_clip works on a copy: its vision_config decides the processor's frames
     if bank is not None:
         model.set_memory_bank(bank.embeddings, bank.video_index)
     if config.vision_config is not None:
