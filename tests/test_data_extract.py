@@ -13,37 +13,20 @@ from cacmi_hf.data.extract import add_arguments, extract_features, find_videos, 
 from cacmi_hf.open_clip_tower import TINY_OPEN_CLIP_CONFIG, encode_images, load_open_clip, save_open_clip_local_dir, spec_preprocess
 from cacmi_hf.video_decoding import decode_video
 
+from video_fixtures import write_audio_only, write_mp4
+
 
 def write_video(path, seconds, fps=25, size=(64, 48), codec="libx264"):
     """An mp4 whose colour changes every second (so wrong frame choices change the features)."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(int(round(seconds * fps))):
-            second = int(i / fps)
-            img = np.zeros((size[1], size[0], 3), np.uint8)
-            img[..., 0] = (second * 37) % 256
-            img[: size[1] // 2, :, 1] = (second * 91) % 256
-            img[:, : size[0] // 3, 2] = 255 - (second * 53) % 256
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
 
+    def draw(i, second):
+        img = np.zeros((size[1], size[0], 3), np.uint8)
+        img[..., 0] = (second * 37) % 256
+        img[: size[1] // 2, :, 1] = (second * 91) % 256
+        img[:, : size[0] // 3, 2] = 255 - (second * 53) % 256
+        return img
 
-def write_audio_only(path):
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("aac", rate=16000)
-        for k in range(20):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, k * 1024
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    return write_mp4(path, draw, seconds, fps, size, codec=codec)
 
 
 @pytest.fixture(scope="module")

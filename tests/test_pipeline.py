@@ -28,6 +28,8 @@ from cacmi_hf.processing_cacmi import CACMIProcessor, CACMIVideoProcessor
 from cacmi_hf.processing_cacmi import register as register_processor
 from cacmi_hf.pipeline_dense_video_captioning import register as register_pipeline
 
+from video_fixtures import write_mp4
+
 register_processor()  # idempotent; `import cacmi_hf` does both
 register_pipeline()
 
@@ -36,21 +38,15 @@ CAPTIONS = ["a red circle moves to the left", "a blue square grows", "a green cr
 
 def write_video(path, seconds, fps=10, size=(64, 48), seed=0):
     """A small mp4 of colour blocks changing every two seconds."""
-    rng = np.random.default_rng(seed)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        colours = rng.integers(0, 255, (int(seconds) // 2 + 1, 3))
-        for i in range(int(round(seconds * fps))):
-            img = np.empty((size[1], size[0], 3), np.uint8)
-            img[:] = colours[int(i / fps) // 2]
-            img[: size[1] // 2, : size[0] // 2] = 255 - colours[int(i / fps) // 2]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    colours = np.random.default_rng(seed).integers(0, 255, (int(seconds) // 2 + 1, 3))
+
+    def draw(i, second):
+        img = np.empty((size[1], size[0], 3), np.uint8)
+        img[:] = colours[second // 2]
+        img[: size[1] // 2, : size[0] // 2] = 255 - colours[second // 2]
+        return img
+
+    return write_mp4(path, draw, seconds, fps, size)
 
 
 def read_frames(path):

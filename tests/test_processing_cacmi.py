@@ -26,41 +26,22 @@ from cacmi_hf.processing_cacmi import (
 )
 from cacmi_hf.video_decoding import VideoDecodingError, VideoReader, sample_times
 
+from video_fixtures import write_audio_only, write_mp4
+
 register()  # idempotent; `import cacmi_hf` does it too
 
 
 def write_video(path, seconds=6.0, fps=10, size=(64, 48), gop=None):
     """An mp4 whose red channel is 20 × the second and blue 4 × the frame number (mod 256)."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        if gop is not None:
-            stream.codec_context.options = {"g": str(gop), "keyint_min": str(gop)}
-        for i in range(int(round(seconds * fps))):
-            img = np.zeros((size[1], size[0], 3), np.uint8)
-            img[..., 0] = (int(i / fps) * 20) % 256
-            img[..., 1] = 128
-            img[..., 2] = (i * 4) % 256
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
 
+    def draw(i, second):
+        img = np.zeros((size[1], size[0], 3), np.uint8)
+        img[..., 0] = (second * 20) % 256
+        img[..., 1] = 128
+        img[..., 2] = (i * 4) % 256
+        return img
 
-def write_audio_only(path):
-    """An mp4 with one AAC stream and no video."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("aac", rate=16000)
-        for k in range(20):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, k * 1024
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    return write_mp4(path, draw, seconds, fps, size, gop=gop)
 
 
 @pytest.fixture(scope="module")

@@ -15,37 +15,20 @@ from cacmi_hf.video_decoding import (
     sample_times,
 )
 
+from video_fixtures import write_audio_only, write_mp4
+
 
 def write_video(path, seconds=10.0, fps=25, size=(64, 48), codec="libx264"):
     """An mp4 whose red channel encodes the second (23·s) and blue the frame number (5·i mod 256)."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(int(round(seconds * fps))):
-            img = np.zeros((size[1], size[0], 3), np.uint8)
-            img[..., 0] = (int(i / fps) * 23) % 256
-            img[..., 1] = 128
-            img[..., 2] = (i * 5) % 256
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
 
+    def draw(i, second):
+        img = np.zeros((size[1], size[0], 3), np.uint8)
+        img[..., 0] = (second * 23) % 256
+        img[..., 1] = 128
+        img[..., 2] = (i * 5) % 256
+        return img
 
-def write_audio_only(path, seconds=2.0):
-    """An mp4 with one AAC stream and no video."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("aac", rate=16000)
-        for k in range(int(seconds * 16000 / 1024)):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, k * 1024
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    return write_mp4(path, draw, seconds, fps, size, codec=codec)
 
 
 def write_frameless_video(path):
