@@ -10,9 +10,11 @@ call (CPU), or torch's peak allocation on CUDA. Times are medians over --repeats
 from __future__ import annotations
 
 import argparse
+import ctypes
 import statistics
 import threading
 import time
+from typing import Callable
 
 import psutil
 import torch
@@ -23,8 +25,34 @@ from cacmi_hf import CACMIConfig, CACMIForDenseCaptioning
 PRESET_SIZES = {"activitynet": dict(vocab_size=8500, memory_size=37421), "youcook2": dict(vocab_size=1600, memory_size=10000)}
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _heap_in_use() -> Callable[[], int]:
+    """Bytes the C heap has handed out (glibc `mallinfo2`: heap in use + mmapped blocks), else the RSS.
+
+    RSS cannot show a second call's peak once glibc keeps freed buffers (the malloc settings above);
+    the bytes in use can.
+    """
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+        mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        proc = psutil.Process()
+        return lambda: proc.memory_info().rss
+
+    def in_use() -> int:
+        info = mallinfo2()
+        return info.uordblks + info.hblkhd
+
+    return in_use
+
+
 class PeakMemory:
-    """Largest resident-set (or CUDA allocation) growth over a `with` block, in MiB."""
+    """Largest growth of the memory in use over a `with` block, in MiB: the C heap (CPU, sampled every
+    millisecond) or torch's allocator (CUDA)."""
 
     def __init__(self, device: torch.device):
         self.device, self.peak, self._stop = device, 0.0, threading.Event()
@@ -34,12 +62,12 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self._base = torch.cuda.memory_allocated()
             return self
-        proc = psutil.Process()
-        self._base = proc.memory_info().rss
+        in_use = _heap_in_use()
+        self._base = in_use()
 
         def sample():
             while not self._stop.is_set():
-                self.peak = max(self.peak, proc.memory_info().rss - self._base)
+                self.peak = max(self.peak, in_use() - self._base)
                 time.sleep(0.001)
 
         self._thread = threading.Thread(target=sample, daemon=True)
@@ -138,13 +166,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--skip-scaling", action="store_true", help="only the preset table")
+    parser.add_argument("--skip-parameters", action="store_true", help="no parameter table")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.set_flush_denormal(True)
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}\n")
 
-    print("## Parameters (ActivityNet preset)\n")
-    print("\n".join(parameter_table(build("activitynet", device))) + "\n")
+    if not args.skip_parameters:
+        print("## Parameters (ActivityNet preset)\n")
+        print("\n".join(parameter_table(build("activitynet", device))) + "\n")
 
     print("## Presets\n")
     print("| preset | batch | train step s | train peak MiB | generate s | generate peak MiB | videos/s (generate) |")
