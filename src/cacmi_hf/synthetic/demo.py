@@ -29,7 +29,7 @@ TARGET_F1 = 0.75
 TARGET_RATIO = 3.0
 RATIO_METRICS = ("METEOR", "CIDEr", "SODA_c")
 
-# Sized for about ten minutes on two CPU cores (see BENCHMARKS.md for what each stage costs and what
+# Sized for about a quarter of an hour on two CPU cores (see BENCHMARKS.md for what each stage costs and what
 # this budget reaches); `--epochs` / `--clip-steps` buy more training where time allows.
 FULL = dict(videos={"train": 300, "val": 40, "test": 40}, clip_steps=60, epochs=6)
 QUICK = dict(videos={"train": 16, "val": 4, "test": 4}, clip_steps=10, epochs=2)
