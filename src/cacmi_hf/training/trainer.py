@@ -48,46 +48,6 @@ def references_from_dataset(dataset: Any) -> dict[str, dict[str, Any]]:
     }
 
 
-class _KeptOpen:
-    """A METEOR process whose `close()` is deferred to the owner of the `persistent_meteor` block."""
-
-    def __init__(self, meteor: Any):
-        self._meteor = meteor
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._meteor, name)
-
-    def close(self) -> None:
-        """Kept running for the next evaluation."""
-
-
-@contextmanager
-def persistent_meteor(java: str = "java"):
-    """Within the block, every `evaluate_dense_captions` call shares one METEOR Java process.
-
-    Starting METEOR 1.5 loads its paraphrase tables: 10-60 CPU seconds per start on these machines,
-    which would otherwise be paid at every evaluation during training. (Workaround until
-    `evaluate_dense_captions` takes a running scorer itself.)
-    """
-    from ..evaluation import evaluator
-
-    original = evaluator.Meteor
-    shared: list[Any] = []
-
-    def factory(*args: Any, **kwargs: Any) -> Any:
-        if not shared:
-            shared.append(original(*args, **kwargs))
-        return _KeptOpen(shared[0])
-
-    evaluator.Meteor = factory
-    try:
-        yield
-    finally:
-        evaluator.Meteor = original
-        for meteor in shared:
-            meteor.close()
-
-
 def flatten_scores(result: dict[str, Any]) -> dict[str, float]:
     """The scalar metrics of an `evaluate_dense_captions` result: averages, SODA_c, paragraph scores, `score`."""
     metrics = {name: float(value) for name, value in result["average"].items() if value is not None}
@@ -130,7 +90,7 @@ class DenseCaptioningTrainer(Trainer):
         self._loss_term_count = 0
         self.last_predictions: dict[str, list[dict[str, Any]]] | None = None
         self.last_scores: dict[str, Any] | None = None
-        self._keeping_meteor = False
+        self._meteor = None  # one METEOR process for every evaluation of a run (see keep_meteor)
         if self.args.device.type == "cpu":
             # A denormal underflow once made CPU steps 16x slower (DESIGN §9).
             torch.set_flush_denormal(True)
@@ -198,16 +158,22 @@ class DenseCaptioningTrainer(Trainer):
 
     @contextmanager
     def keep_meteor(self):
-        """Share one METEOR process between the evaluations inside the block (main process, Java scoring only)."""
-        if self._keeping_meteor or self.args.eval_no_java or not self.accelerator.is_main_process:
+        """Share one METEOR process between the evaluations inside the block (main process, Java scoring only).
+
+        Starting METEOR 1.5 loads its paraphrase tables (10-60 CPU seconds here), which would otherwise be paid
+        at every evaluation; the process goes to `evaluate_dense_captions(meteor=...)` and stops with the block.
+        """
+        if self._meteor is not None or self.args.eval_no_java or not self.accelerator.is_main_process:
             yield
             return
-        self._keeping_meteor = True
+        from ..evaluation import evaluator
+
+        self._meteor = evaluator.Meteor()
         try:
-            with persistent_meteor():
-                yield
+            yield
         finally:
-            self._keeping_meteor = False
+            meteor, self._meteor = self._meteor, None
+            meteor.close()
 
     # ------------------------------------------------------------------------------------------------------------
     # evaluation
@@ -311,6 +277,7 @@ class DenseCaptioningTrainer(Trainer):
             paragraph_references=paragraph_references,
             soda=self.args.eval_soda,
             no_java=self.args.eval_no_java,
+            meteor=self._meteor,
         )
 
     def evaluate(
@@ -369,4 +336,4 @@ class DenseCaptioningTrainer(Trainer):
         return metrics
 
 
-__all__ = ["DenseCaptioningTrainer", "flatten_scores", "persistent_meteor", "references_from_dataset"]
+__all__ = ["DenseCaptioningTrainer", "flatten_scores", "references_from_dataset"]
