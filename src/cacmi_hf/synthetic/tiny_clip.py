@@ -155,8 +155,9 @@ def labelled_frames(world_dir: str | os.PathLike, split: str = "train", *, max_v
     if not annotation_path.is_file():
         raise FileNotFoundError(f"{annotation_path} not found: no split {split!r} in world {world_dir}")
     annotations = json.loads(annotation_path.read_text())
-    kept_frames, captions, video_ids = [], [], []
-    for video_id in sorted(annotations)[:max_videos]:
+
+    def one_video(video_id: str) -> tuple[np.ndarray, list[str]]:
+        """The kept frames of one video and the caption of each."""
         entry = annotations[video_id]
         frames = read_mp4(world_dir / "videos" / f"{video_id}.mp4")  # (T, H, W, 3)
         fps = len(frames) / entry["duration"]
@@ -170,10 +171,18 @@ def labelled_frames(world_dir: str | os.PathLike, split: str = "train", *, max_v
             changed = np.abs(frames.astype(np.int16) - background.astype(np.int16)).max(-1) > 40  # (T, H, W)
             single &= changed.sum((1, 2)) >= 3
         index = np.flatnonzero(single)
-        kept_frames.append(frames[index])
-        event_of = inside[index].argmax(1)
-        captions += [entry["sentences"][e] for e in event_of]
-        video_ids += [video_id] * len(index)
+        return frames[index], [entry["sentences"][e] for e in inside[index].argmax(1)]
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    kept_frames, captions, video_ids = [], [], []
+    names = sorted(annotations)[:max_videos]
+    # decoding releases the GIL: two threads keep both cores of a small machine busy, the order stays the same
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        for video_id, (frames, sentences) in zip(names, pool.map(one_video, names)):
+            kept_frames.append(frames)
+            captions += sentences
+            video_ids += [video_id] * len(sentences)
     if not captions:
         raise ValueError(f"no frame of split {split!r} in {world_dir} shows a single event; check {annotation_path}")
     return LabelledFrames(np.concatenate(kept_frames), captions, video_ids)
