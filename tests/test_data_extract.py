@@ -95,19 +95,6 @@ def test_broken_videos_are_reported_and_skipped(tiny_clip, broken_dir, tmp_path)
     assert "3 failed" in report.summary() and "FAILED v_audio" in report.summary()
 
 
-def test_two_workers_write_the_same_features_and_report(tiny_clip, broken_dir, tmp_path):
-    model, spec, _ = tiny_clip
-    videos = find_videos(broken_dir)
-    one = extract_features(videos, tmp_path / "one", model, spec, progress=False)
-    two = extract_features(videos, tmp_path / "two", model, spec, progress=False, workers=2)
-    assert two.written == one.written == ["v_alpha", "v_beta"]  # input order, not completion order
-    assert two.failed == one.failed and two.frames == one.frames
-    for vid in one.written:
-        np.testing.assert_array_equal(np.load(tmp_path / "two" / f"{vid}.npy"), np.load(tmp_path / "one" / f"{vid}.npy"))
-    with pytest.raises(ValueError, match="workers must be >= 1"):
-        extract_features(videos, tmp_path / "none", model, spec, progress=False, workers=0)
-
-
 def test_resume_skips_finished_videos(tiny_clip, video_dir, tmp_path):
     model, spec, _ = tiny_clip
     videos = find_videos(video_dir)

@@ -154,15 +154,11 @@ def extract_features(
     overwrite: bool = False,
     progress: bool = True,
     prefetch_batches: int = 8,
-    workers: int = 1,
 ) -> ExtractionReport:
     """Write `<out_dir>/<video_id>.npy` `(T, D)` float32 L2-normalised CLIP features for each `(video_id, path)`.
 
     `num_frames`, when given, samples exactly that many frames per video instead of `fps`. Existing
     files are skipped unless `overwrite`; broken videos are recorded in the report, not raised.
-    `workers` > 1 runs that many decode + encode pipelines on interleaved shards of the videos, in threads of
-    this process (torch releases the GIL): worth it for small towers on CPU, whose small matrices keep one
-    core busy no matter how many intra-op threads torch has (run them with `torch.set_num_threads(1)`).
     """
     from ..open_clip_tower import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize_pixels
 
@@ -179,71 +175,48 @@ def extract_features(
             todo.append((vid, path))
     if not todo:
         return report
-    if workers < 1:
-        raise ValueError(f"extract_features: workers must be >= 1, got {workers}.")
     cfg = spec.preprocess_cfg
     mean, std = cfg.get("mean", OPENAI_CLIP_MEAN), cfg.get("std", OPENAI_CLIP_STD)
     param = next(model.parameters())
+    items: queue.Queue = queue.Queue(maxsize=prefetch_batches)
+    decoder = _Decoder(
+        todo, items, fps=fps, num_frames=num_frames, batch_size=batch_size, max_short_side=max_short_side,
+        image_size=spec.image_size, resize_mode=cfg.get("resize_mode", "shortest"), interpolation=cfg.get("interpolation", "bicubic"),
+    )
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc="extract-features", unit="video")
-    lock = threading.Lock()
-
-    def encode(shard: list[tuple[str, Path]]) -> None:
-        """Decode (ahead, in its own thread) and encode one shard of the videos."""
-        items: queue.Queue = queue.Queue(maxsize=prefetch_batches)
-        decoder = _Decoder(
-            shard, items, fps=fps, num_frames=num_frames, batch_size=batch_size, max_short_side=max_short_side,
-            image_size=spec.image_size, resize_mode=cfg.get("resize_mode", "shortest"),
-            interpolation=cfg.get("interpolation", "bicubic"),
-        )
-        decoder.start()
-        parts: list[torch.Tensor] = []
-        finished = 0
-        try:
-            with torch.inference_mode():
-                while finished < len(shard):
-                    kind, i, payload = items.get()
-                    vid = shard[i][0]
-                    if kind == "chunk":
-                        pixels = normalize_pixels(payload.to(param.device), mean, std).to(param.dtype)  # (b,3,S,S)
-                        parts.append(torch.nn.functional.normalize(model.encode_image(pixels).float(), dim=-1).cpu())
-                        continue
-                    finished += 1
-                    if kind == "end":
-                        features = torch.cat(parts).numpy().astype(np.float32, copy=False)  # (T, D)
-                        _save_atomic(features, out_dir / f"{vid}.npy")
-                    parts = []
-                    with lock:
-                        if kind == "end":
-                            report.written.append(vid)
-                            report.frames += features.shape[0]
-                        else:
-                            report.failed[vid] = f"{shard[i][1]}: {payload}"
-                            logger.warning("Skipping %s (%s): %s", vid, shard[i][1], payload)
-                        if bar is not None:
-                            bar.update(1)
-                            bar.set_postfix(failed=len(report.failed))
-        finally:
-            decoder.stop.set()
-
-    shards = [todo[k::workers] for k in range(min(workers, len(todo)))]
+    decoder.start()
+    parts: list[torch.Tensor] = []
+    finished = 0
     try:
-        if len(shards) == 1:
-            encode(shards[0])
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=len(shards)) as pool:
-                for future in [pool.submit(encode, shard) for shard in shards]:
-                    future.result()
+        with torch.inference_mode():
+            while finished < len(todo):
+                kind, i, payload = items.get()
+                vid = todo[i][0]
+                if kind == "chunk":
+                    pixels = normalize_pixels(payload.to(param.device), mean, std).to(param.dtype)  # (b,3,S,S)
+                    parts.append(torch.nn.functional.normalize(model.encode_image(pixels).float(), dim=-1).cpu())
+                    continue
+                finished += 1
+                if kind == "end":
+                    features = torch.cat(parts).numpy().astype(np.float32, copy=False)  # (T, D)
+                    _save_atomic(features, out_dir / f"{vid}.npy")
+                    report.written.append(vid)
+                    report.frames += features.shape[0]
+                else:
+                    report.failed[vid] = f"{todo[i][1]}: {payload}"
+                    logger.warning("Skipping %s (%s): %s", vid, todo[i][1], payload)
+                parts = []
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(failed=len(report.failed))
     finally:
+        decoder.stop.set()
         if bar is not None:
             bar.close()
-    position = {vid: k for k, (vid, _) in enumerate(todo)}
-    report.written.sort(key=position.__getitem__)  # input order, whatever order the workers finished in
     return report
 
 
@@ -265,8 +238,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick-gelu", action="store_true", default=None, help="Force QuickGELU (OpenAI weights).")
     parser.add_argument("--overwrite", action="store_true", help="Re-extract videos whose .npy already exists.")
     parser.add_argument("--strict", action="store_true", help="Exit non-zero when any video fails (default: only when all fail).")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="Decode + encode pipelines run side by side (default 1; 2 on a CPU with a small tower, with OMP_NUM_THREADS=1).")
     parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
 
@@ -305,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
     _check_info(out_dir, json.loads(json.dumps(info, default=list)), args.overwrite)
     report = extract_features(
         videos, out_dir, model, spec, fps=args.fps, num_frames=args.num_frames, batch_size=args.batch_size,
-        max_short_side=args.max_short_side, overwrite=args.overwrite, progress=not args.no_progress, workers=args.workers,
+        max_short_side=args.max_short_side, overwrite=args.overwrite, progress=not args.no_progress,
     )
     print(report.summary())
     if report.failed and (args.strict or not (report.written or report.skipped)):

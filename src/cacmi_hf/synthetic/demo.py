@@ -17,7 +17,6 @@ import argparse
 import ctypes
 import json
 import logging
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -48,8 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-steps", type=int, default=None, help="Tiny-CLIP training steps (default 50; --quick 10).")
     parser.add_argument("--clip-cache", default=None, help="Tiny-CLIP cache folder (default ~/.cache/cacmi_hf/tiny_clip).")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: the demo's small models run faster on one thread per core; "
-                             "feature extraction then runs one pipeline per core).")
+                        help="torch CPU threads (default 1: the demo's small models run faster on one thread).")
     parser.add_argument("--no-java", action="store_true", help="Score without Java (no METEOR / SODA_c).")
     parser.add_argument("--config-overrides", default=None, help="Extra CACMIConfig overrides, e.g. 'hidden_size=96'.")
 
@@ -83,14 +81,14 @@ def trivial_baseline(train_annotations: dict[str, Any], test_annotations: dict[s
     return predictions
 
 
-def _extract(world, clip_dir: Path, features_dir: Path, workers: int = 1) -> None:
+def _extract(world, clip_dir: Path, features_dir: Path) -> None:
     """Tiny-CLIP features of every video of the world at the world's frame rate (finished videos are skipped)."""
     from ..data.extract import extract_features, find_videos
     from ..open_clip_tower import load_open_clip
 
     model, spec = load_open_clip(str(clip_dir))
     fps = json.loads(world.manifest.read_text())["config"]["fps"]
-    report = extract_features(find_videos(world.videos_dir), features_dir, model, spec, fps=float(fps), batch_size=256, workers=workers)
+    report = extract_features(find_videos(world.videos_dir), features_dir, model, spec, fps=float(fps), batch_size=256)
     if report.failed:
         raise RuntimeError(f"Feature extraction failed for {len(report.failed)} videos: {report.summary()}")
 
@@ -225,10 +223,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     # The tiny CLIP and the synthetic CACMI multiply small matrices: a second intra-op thread costs more in
-    # synchronisation than it computes (a training step is ~25 % slower with 2 threads than with 1 here), so
-    # the demo runs one thread and uses the other cores for parallel extraction pipelines.
+    # synchronisation than it computes (a training step is ~25 % slower with 2 threads than with 1 here);
+    # feature extraction still keeps two cores busy, its decoding runs in a thread of its own.
     torch.set_num_threads(max(1, args.threads))
-    workers = max(1, (os.cpu_count() or 1) // max(1, args.threads))
     torch.set_flush_denormal(True)
     _keep_freed_memory()
     settings = QUICK if args.quick else FULL
@@ -242,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     )
     _stage(f"tiny CLIP: {clip_dir}", started)
     features_dir = work / "features" / clip_dir.name
-    _extract(world, clip_dir, features_dir, workers=min(workers, 4))
+    _extract(world, clip_dir, features_dir)
     _stage(f"features: {features_dir}", started)
     bank_dir = work / "memory" / clip_dir.name
     _memory_bank(world, clip_dir, bank_dir)
