@@ -223,22 +223,49 @@ def test_save_pretrained_round_trip(pipe, world, tmp_path):
     assert_same_events(plain(path), pipe(path))
 
 
-def test_trust_remote_code_in_a_fresh_process_without_the_package(pipe, world, tmp_path):
-    pipe.save_pretrained(tmp_path / "saved")
+def test_saved_folder_runs_in_a_fresh_process_without_the_package(pipe, world, tmp_path):
+    """The saved folder carries its own code: the pipeline, AutoModel and AutoProcessor all load and give the
+    same outputs where cacmi_hf cannot be imported (one fresh process for the three: each start costs ~20 s)."""
+    saved = tmp_path / "saved"
+    pipe.save_pretrained(saved)
+    assert (saved / "modeling_cacmi.py").exists() and (saved / "processing_cacmi.py").exists()
     path = str(world["videos"][2])
     (tmp_path / "expected.json").write_text(json.dumps(pipe(path, max_events=2)))
+    model, processor = world["model"], world["processor"]
+    g = torch.Generator().manual_seed(1)
+    inputs = dict(video_features=torch.randn(2, 12, model.config.feature_dim, generator=g),
+                  video_mask=torch.ones(2, 12, dtype=torch.bool), durations=torch.tensor([30.0, 47.5]))
+    inputs["video_mask"][-1, 9:] = False
+    frames = np.random.default_rng(1).integers(0, 255, (9, 30, 40, 3), dtype=np.uint8)
+    with torch.no_grad():
+        generated = model.generate(**inputs)
+    torch.save({"inputs": inputs, "logits": generated.logits, "caption_ids": generated.caption_ids, "frames": frames,
+                "pixels": processor(videos=frames, fps=3.0)["pixel_values_videos"]}, tmp_path / "io.pt")
     script = textwrap.dedent(
         f"""
         import json, sys
         sys.modules["cacmi_hf"] = None  # any import of the package now fails
-        from transformers import pipeline
-        pipe = pipeline(model={str(tmp_path / "saved")!r}, trust_remote_code=True, device="cpu")
+        import torch
+        from transformers import AutoModel, AutoProcessor, pipeline
+        saved = {str(saved)!r}
+        pipe = pipeline(model=saved, trust_remote_code=True, device="cpu")
         assert type(pipe).__module__.startswith("transformers_modules"), type(pipe).__module__
         got = pipe({path!r}, max_events=2)
         expected = json.load(open({str(tmp_path / "expected.json")!r}))
         assert [e["caption"] for e in got] == [e["caption"] for e in expected], (got, expected)
         for g, e in zip(got, expected):
             assert max(abs(a - b) for a, b in zip(g["timestamp"], e["timestamp"])) < 1e-4, (g, e)
+        io = torch.load({str(tmp_path / "io.pt")!r}, weights_only=False)
+        model = AutoModel.from_pretrained(saved, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        with torch.no_grad():
+            out = model.generate(**io["inputs"])
+        torch.testing.assert_close(out.logits, io["logits"], atol=0, rtol=0)
+        assert torch.equal(out.caption_ids, io["caption_ids"])
+        proc = AutoProcessor.from_pretrained(saved, trust_remote_code=True)
+        assert type(proc).__module__.startswith("transformers_modules"), type(proc).__module__
+        torch.testing.assert_close(proc(videos=io["frames"], fps=3.0)["pixel_values_videos"], io["pixels"], atol=0, rtol=0)
+        assert proc.memory_sentences == {CAPTIONS!r}, proc.memory_sentences
         print("REMOTE-OK")
         """
     )
