@@ -82,3 +82,14 @@ def test_meteor_is_asked_once_per_distinct_pair_and_aggregated_per_set():
     assert meteor.requests == [("a", ["b"]), ("c", ["d"])]  # distinct pairs only
     assert meteor.groups == [["a>b", "a>b", "c>d"], ["a>b"]]  # duplicates stay in their set
     np.testing.assert_array_equal(scores[:, 4], [3.0, 0.0, 1.0])
+
+
+class FailingMeteor(RecordingMeteor):
+    def statistics(self, requests, progress=False):
+        raise RuntimeError("METEOR (Java) stopped while METEOR statistics (exit code 1): boom")
+
+
+def test_a_meteor_failure_in_its_worker_thread_reaches_the_caller():
+    # METEOR is fed from a worker thread while the n-gram metrics run; its error must not be lost there.
+    with pytest.raises(RuntimeError, match="METEOR \\(Java\\) stopped"):
+        CaptionSetScorer(FailingMeteor()).score_sets([[("a", "b")]])

@@ -12,6 +12,7 @@ the mean over videos, CIDEr-D with document frequencies over all videos' referen
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -56,15 +57,18 @@ def paragraph_scores(
     result["predicted_videos"] = sum(1 for vid in video_ids if vid in predictions)
     if not hyps:
         return result
-    bleu = corpus_bleu([bleu_counts(h, r) for h, r in zip(hyps, refs)])
-    result.update(zip(PARAGRAPH_METRICS[:4], bleu))
-    if meteor is not None:
-        stats = meteor.statistics(list(zip(hyps, refs)), progress)
-        result["METEOR"] = meteor.aggregate([stats], progress)[0]
-    else:
-        result["METEOR"] = None
-    rouge = [rouge_l(h, r) for h, r in tqdm(list(zip(hyps, refs)), desc="paragraph ROUGE-L",
-                                          disable=not progress, leave=False)]
-    result["ROUGE_L"] = float(np.mean(np.array(rouge)))
-    result["CIDEr"] = cider_d([(ngram_counts(h), [ngram_counts(x) for x in r]) for h, r in zip(hyps, refs)])[0]
+
+    def meteor_score() -> float:
+        return meteor.aggregate([meteor.statistics(list(zip(hyps, refs)), progress)], progress)[0]
+
+    # As for the caption sets: METEOR's Java process works while this thread computes the n-gram metrics.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        meteor_future = pool.submit(meteor_score) if meteor is not None else None
+        bleu = corpus_bleu([bleu_counts(h, r) for h, r in zip(hyps, refs)])
+        result.update(zip(PARAGRAPH_METRICS[:4], bleu))
+        rouge = [rouge_l(h, r) for h, r in tqdm(list(zip(hyps, refs)), desc="paragraph ROUGE-L",
+                                              disable=not progress, leave=False)]
+        result["ROUGE_L"] = float(np.mean(np.array(rouge)))
+        result["CIDEr"] = cider_d([(ngram_counts(h), [ngram_counts(x) for x in r]) for h, r in zip(hyps, refs)])[0]
+        result["METEOR"] = meteor_future.result() if meteor_future is not None else None
     return result
