@@ -15,7 +15,7 @@ keep their given order. A predicted video with an empty event list scores 0 (the
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 from tqdm.auto import tqdm
