@@ -8,7 +8,9 @@ copied here). Its model is built with its own `opts.parse_opts` + `pdvc.pdvc.bui
 `cfgs/anet_c3d_pdvc.yml` (the LSTM-DSA captioner: 10 queries, 2+2 layers, hidden and FFN 512, 4
 levels and points, 30-word captions), with `feature_dim` and `vocab_size` set to ours. On CPU its
 deformable attention takes its own pure-PyTorch path (`ms_deform_attn_core_pytorch`); no compiled op
-is needed. Its Python needs `six` and `colorlog` besides what `cacmi_hf` installs.
+is needed. With `--device cuda` PDVC calls its compiled op (`MultiScaleDeformableAttention`, built from
+its `pdvc/ops`) when that imports, else the script routes it to the same pure-PyTorch path and the
+header says which ran. Its Python needs `six` and `colorlog` besides what `cacmi_hf` installs.
 
 Both models get random weights (each library's own initialisation, seed 0) and the same random
 features; after one untimed batch-1 call per model, the cases run round-robin (one run of each case
@@ -57,8 +59,8 @@ def _inside(folder: Path):
         os.chdir(previous)
 
 
-def build_pdvc(checkout: Path, feature_dim: int, vocab_size: int):
-    """PDVC's own model, criterion and options for the ActivityNet LSTM-DSA config, on CPU, seed 0."""
+def build_pdvc(checkout: Path, feature_dim: int, vocab_size: int, device: str = "cpu"):
+    """PDVC's own model, criterion and options for the ActivityNet LSTM-DSA config on `device`, seed 0."""
     with _inside(checkout):
         try:
             from opts import parse_opts
@@ -69,7 +71,7 @@ def build_pdvc(checkout: Path, feature_dim: int, vocab_size: int):
                 f"Importing PDVC from {checkout} failed ({err}); install its extra Python packages "
                 "(`pip install six colorlog`) into this environment."
             ) from None
-        argv, sys.argv = sys.argv, ["pdvc", "--cfg_path", PDVC_CONFIG, "--device", "cpu"]
+        argv, sys.argv = sys.argv, ["pdvc", "--cfg_path", PDVC_CONFIG, "--device", device]
         try:
             with contextlib.redirect_stdout(open(os.devnull, "w")):
                 opt = parse_opts()
@@ -78,7 +80,28 @@ def build_pdvc(checkout: Path, feature_dim: int, vocab_size: int):
                 model, criterion, _ = build(opt)
         finally:
             sys.argv = argv
-    return model, criterion, opt, collate_fn
+        opt.deformable_op = _pdvc_deformable_op(device)
+    return model.to(device), criterion, opt, collate_fn
+
+
+def _pdvc_deformable_op(device: str) -> str:
+    """Which deformable-attention code PDVC runs on `device`; on CUDA without its compiled op, its PyTorch path."""
+    if device == "cpu":
+        return "its pure-PyTorch path (CPU)"
+    try:
+        import MultiScaleDeformableAttention  # noqa: F401  (PDVC's compiled op)
+        return "its compiled CUDA op"
+    except ImportError:
+        import pdvc.ops.modules.ms_deform_attn as module
+        from pdvc.ops.functions import ms_deform_attn_core_pytorch
+
+        class _PyTorchPath:
+            @staticmethod
+            def apply(value, shapes, _start_index, locations, weights, _im2col_step):
+                return ms_deform_attn_core_pytorch(value, shapes, locations, weights)
+
+        module.MSDeformAttnFunction = _PyTorchPath
+        return "its pure-PyTorch path (its compiled CUDA op was not built)"
 
 
 def random_videos(batch: int, frames: int, dim: int, events: int, words: int, vocab: int, duration: float, seed: int = 1):
@@ -94,21 +117,22 @@ def random_videos(batch: int, frames: int, dim: int, events: int, words: int, vo
 def ours_inputs(config, features, segments, word_ids, duration, batch: int):
     """Our model's keyword inputs for the first `batch` videos: [BOS, words, EOS] captions."""
     b, e, w = word_ids[:batch].shape
-    caption_ids = torch.full((b, e, w + 2), config.pad_token_id, dtype=torch.long)
+    caption_ids = torch.full((b, e, w + 2), config.pad_token_id, dtype=torch.long, device=word_ids.device)
     caption_ids[..., 0], caption_ids[..., 1 : w + 1], caption_ids[..., w + 1] = config.bos_token_id, word_ids[:batch], config.eos_token_id
+    device = features.device
     return dict(
         video_features=features[:batch],
-        video_mask=torch.ones(b, features.shape[1], dtype=torch.bool),
-        durations=torch.full((b,), duration),
-        video_ids=torch.arange(b),
+        video_mask=torch.ones(b, features.shape[1], dtype=torch.bool, device=device),
+        durations=torch.full((b,), duration, device=device),
+        video_ids=torch.arange(b, device=device),
         event_segments=segments[:batch],
-        event_mask=torch.ones(b, e, dtype=torch.bool),
+        event_mask=torch.ones(b, e, dtype=torch.bool, device=device),
         caption_ids=caption_ids,
     )
 
 
-def pdvc_batch(collate_fn, features, segments, word_ids, duration):
-    """PDVC's own collated batch of the first video (PDVC's token 0 is both BOS and EOS)."""
+def pdvc_batch(collate_fn, features, segments, word_ids, duration, device="cpu"):
+    """PDVC's own collated batch of the first video on `device` (PDVC's token 0 is both BOS and EOS)."""
     frames = features.shape[1]
     seconds = (segments[0] * duration).tolist()
     item = (
@@ -121,7 +145,10 @@ def pdvc_batch(collate_fn, features, segments, word_ids, duration):
         ["x"] * len(seconds),
         "v_bench",
     )
-    return collections.defaultdict(lambda: None, collate_fn([item]))
+    dt = collate_fn([item])
+    move = lambda x: x.to(device) if isinstance(x, torch.Tensor) else x  # noqa: E731
+    dt = {k: [{kk: move(vv) for kk, vv in t.items()} for t in v] if k == "video_target" else move(v) for k, v in dt.items()}
+    return collections.defaultdict(lambda: None, dt)
 
 
 def build_ours(full: bool, vocab_size: int, memory_size: int) -> CACMIForDenseCaptioning:
@@ -156,10 +183,17 @@ def adam(model):
     return torch.optim.Adam(model.parameters(), lr=5e-5, weight_decay=1e-4)
 
 
-def round_robin(cases: dict, warmups: dict, repeats: int, log: dict, json_path: Path | None) -> dict[str, list[float]]:
+def _sync() -> None:
+    """Wait for queued GPU work, so a timer stops when the work is done."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def round_robin(cases: dict, warmups: dict, repeats: int, log: dict, key: str, json_path: Path | None) -> dict[str, list[float]]:
     """Seconds of each case over `repeats` rounds, cases interleaved; `warmups` (cheap calls) run first, untimed.
 
-    The raw times go into `log` (and `json_path`, when given) after every round, so a run cut short keeps them.
+    The raw times go into `log[key]` (and the whole `log` into `json_path`, when given) after every round, so a
+    run cut short keeps them.
     """
     for name, fn in warmups.items():
         fn()
@@ -167,11 +201,13 @@ def round_robin(cases: dict, warmups: dict, repeats: int, log: dict, json_path: 
     times = {name: [] for name in cases}
     for r in range(repeats):
         for name, fn in cases.items():
+            _sync()
             start = time.perf_counter()
             fn()
+            _sync()
             times[name].append(time.perf_counter() - start)
         print(f"  round {r + 1}/{repeats}: " + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()), file=sys.stderr, flush=True)
-        log.update(times)
+        log[key].update(times)
         if json_path is not None:
             json_path.write_text(json.dumps(log, indent=1))
     return times
@@ -201,6 +237,7 @@ def main() -> int:
     parser.add_argument("--words", type=int, default=8, help="words per ground-truth caption")
     parser.add_argument("--skip-train", action="store_true", help="only the generation table")
     parser.add_argument("--skip-batch1", action="store_true", help="leave out our batch-1 cases")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda, for both models (default cpu)")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw times here (after every round)")
     args = parser.parse_args()
     if args.pdvc is None or not (Path(args.pdvc) / "pdvc" / "pdvc.py").is_file():
@@ -211,12 +248,13 @@ def main() -> int:
     torch.set_flush_denormal(True)
     checkout = Path(args.pdvc).resolve()
 
-    pdvc, criterion, opt, collate_fn = build_pdvc(checkout, 768, args.vocab_size)
-    ours = {"PDVC switches": build_ours(False, args.vocab_size, args.memory_size),
-            "full CACMI": build_ours(True, args.vocab_size, args.memory_size)}
+    pdvc, criterion, opt, collate_fn = build_pdvc(checkout, 768, args.vocab_size, args.device)
+    ours = {"PDVC switches": build_ours(False, args.vocab_size, args.memory_size).to(args.device),
+            "full CACMI": build_ours(True, args.vocab_size, args.memory_size).to(args.device)}
     config = ours["full CACMI"].config
     data = random_videos(args.batch, config.num_frames, config.feature_dim, args.events, args.words, args.vocab_size, 120.0)
-    dt = pdvc_batch(collate_fn, *data)
+    dt = pdvc_batch(collate_fn, *data, device=args.device)
+    data = (*(t.to(args.device) for t in data[:3]), data[3])
     batches = [1, args.batch] if not args.skip_batch1 else [args.batch]
     calib_before = calibration_ms()
     steps: dict[str, int] = {}
@@ -242,11 +280,11 @@ def main() -> int:
         for batch in batches:
             gen_cases[f"{name} b{batch}"] = our_generate(name, batch)
     gen_warmups = {"PDVC b1": pdvc_generate, **{f"{name} b1": our_generate(name, 1) for name in ours}}
-    header = _header(args, pdvc, ours, config)
+    header = _header(args, pdvc, ours, config, opt.deformable_op)
     print(header + "\n", flush=True)
     log: dict[str, dict] = {"settings": {"header": header}, "generate": {}, "train": {}}
     print("timing generation", file=sys.stderr)
-    gen_times = round_robin(gen_cases, gen_warmups, args.repeats, log["generate"], args.json)
+    gen_times = round_robin(gen_cases, gen_warmups, args.repeats, log, "generate", args.json)
     _table("Greedy generation (ActivityNet sizes, L=100, 10 queries, <= 30 words)", gen_times, steps, "generate")
 
     if not args.skip_train:
@@ -261,16 +299,17 @@ def main() -> int:
             train_warmups[f"{name} b1"] = by_batch[1]
             train_cases.update({f"{name} b{b}": by_batch[b] for b in batches})
         print("timing training steps", file=sys.stderr)
-        train_times = round_robin(train_cases, train_warmups, args.repeats, log["train"], args.json)
+        train_times = round_robin(train_cases, train_warmups, args.repeats, log, "train", args.json)
         _table(f"Training step ({args.events} events x {args.words} words per video)", train_times, None, "step")
     print(f"Load average after: {tuple(round(x, 1) for x in os.getloadavg())}; calibration matmul: "
           f"{calibration_ms():.0f} ms (before: {calib_before:.0f} ms).")
     return 0
 
 
-def _header(args, pdvc, ours, config) -> str:
+def _header(args, pdvc, ours, config, pdvc_op: str) -> str:
     """Settings, machine and load lines printed above the tables."""
     return (
+        f"device {_device_name(args.device)}; PDVC's deformable attention: {pdvc_op}.\n"
         f"torch {torch.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"{torch.get_num_threads()} torch threads; medians of {args.repeats} rounds after one batch-1 warm-up call per model.\n"
         f"Load average (1/5/15 min) before: {tuple(round(x, 1) for x in os.getloadavg())}; calibration matmul "
@@ -278,6 +317,11 @@ def _header(args, pdvc, ours, config) -> str:
         f"Parameters: PDVC {_params(pdvc):,}; ours PDVC switches {_params(ours['PDVC switches']):,}; "
         f"full CACMI {_params(ours['full CACMI']):,} (+ a {args.memory_size:,} x {config.text_dim} bank buffer)."
     )
+
+
+def _device_name(device: str) -> str:
+    """The GPU's name for cuda, else the CPU's."""
+    return torch.cuda.get_device_name() if device.startswith("cuda") else (platform.processor() or platform.machine())
 
 
 def _pdvc_loss(model, criterion, dt, opt):
@@ -302,7 +346,7 @@ def _table(title: str, times: dict[str, list[float]], steps: dict[str, int] | No
         label, batch = name.rsplit(" b", 1)
         seconds = statistics.median(values)
         rate = int(batch) / seconds
-        row = f"| {label} | {batch} | {seconds:.2f} | {seconds / int(batch):.3f} | {rate:.2f} | {rate / base:.2f}x |"
+        row = f"| {label} | {batch} | {seconds:.3f} | {seconds / int(batch):.4f} | {rate:.2f} | {rate / base:.2f}x |"
         if steps:
             row += f" {steps.get(name if label != 'PDVC' else 'PDVC', '')} |"
         print(row)
