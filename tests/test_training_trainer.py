@@ -173,17 +173,23 @@ def test_no_held_out_split_trains_without_evaluation(tmp_path):
 
 @pytest.mark.slow
 def test_java_metrics_share_one_meteor_process(tmp_path, monkeypatch):
-    """With Java: eval_METEOR / eval_SODA_c / eval_score are logged, and all evaluations of a run use one METEOR."""
-    from cacmi_hf.evaluation import evaluator
+    """With Java: eval_METEOR / eval_SODA_c / eval_score are logged, and every evaluation of a run (and of the
+    next one in the same Python process) is scored by the one shared METEOR process, which stays running."""
+    from cacmi_hf.evaluation import meteor as meteor_module
 
-    started = []
-    original = evaluator.Meteor
+    started, used = [], set()
+    original, statistics = meteor_module.Meteor, meteor_module.Meteor.statistics
 
     def counting(*args, **kwargs):
         started.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(evaluator, "Meteor", counting)
+    def recording(self, *args, **kwargs):
+        used.add(id(self))
+        return statistics(self, *args, **kwargs)
+
+    monkeypatch.setattr(meteor_module, "Meteor", counting)
+    monkeypatch.setattr(original, "statistics", recording)
     paths = make_dataset(tmp_path / "data")
     run = train(*parse_args(train_argv(paths, tmp_path / "out", "--num_train_epochs", "2")))
     evaluations = [e for e in run.trainer.state.log_history if "eval_METEOR" in e]
@@ -193,5 +199,9 @@ def test_java_metrics_share_one_meteor_process(tmp_path, monkeypatch):
         assert entry["eval_score"] == pytest.approx(entry["eval_METEOR"] + entry["eval_SODA_c"])
     assert run.trainer.state.best_metric == pytest.approx(max(e["eval_score"] for e in evaluations))
     assert "test_METEOR" in run.metrics["test"]["test"]
-    assert len(started) == 1  # two evaluations and the test set, one Java start
-    assert evaluator.Meteor is counting  # restored after the run
+    shared = meteor_module.shared_meteor()
+    assert used == {id(shared)}  # two evaluations and the test set: one process
+    assert len(started) <= 1  # none when an earlier test of this session already started it
+    assert shared._process.poll() is None  # still running for the next evaluation
+    train(*parse_args(train_argv(paths, tmp_path / "again", "--num_train_epochs", "1")))
+    assert used == {id(shared)} and len(started) <= 1  # a second run starts no new process

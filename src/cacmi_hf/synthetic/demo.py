@@ -144,21 +144,17 @@ def _train(args, world, clip_dir: Path, features_dir: Path, bank_dir: Path, mode
 
 def _score_test(predictions: dict[str, list[dict]], baseline: dict[str, list[dict]], references: dict[str, Any],
                 no_java: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The model's and the baseline's test-split scores, sharing one METEOR process (none with `no_java`)."""
+    """The model's and the baseline's test-split scores, sharing the session's METEOR process (none with `no_java`)."""
     from ..evaluation import evaluate_dense_captions
-    from ..evaluation.meteor import Meteor
+    from ..evaluation.meteor import shared_meteor
 
     def as_submission(events_by_video):
         return {vid: [{"timestamp": e["timestamp"], "sentence": e["caption"]} for e in events] for vid, events in events_by_video.items()}
 
-    meteor = None if no_java else Meteor()
-    try:
-        return tuple(
-            evaluate_dense_captions(as_submission(p), references, no_java=no_java, meteor=meteor) for p in (predictions, baseline)
-        )
-    finally:
-        if meteor is not None:
-            meteor.close()
+    meteor = None if no_java else shared_meteor()
+    return tuple(
+        evaluate_dense_captions(as_submission(p), references, no_java=no_java, meteor=meteor) for p in (predictions, baseline)
+    )
 
 
 def _report(model_scores: dict[str, Any], baseline_scores: dict[str, Any], quick: bool) -> tuple[list[str], bool]:

@@ -348,7 +348,7 @@ def train(
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
         resume = True
     metrics: dict[str, Any] = {"output_dir": training_args.output_dir, "test": {}}
-    with trainer.keep_meteor():  # one METEOR process for every evaluation of the run
+    with trainer.keep_meteor():  # the session's METEOR process for every evaluation of the run
         train_output = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model(training_args.output_dir)
         metrics["train"] = train_output.metrics

@@ -90,7 +90,7 @@ class DenseCaptioningTrainer(Trainer):
         self._loss_term_count = 0
         self.last_predictions: dict[str, list[dict[str, Any]]] | None = None
         self.last_scores: dict[str, Any] | None = None
-        self._meteor = None  # one METEOR process for every evaluation of a run (see keep_meteor)
+        self._meteor = None  # the session's METEOR process while a run evaluates (see keep_meteor)
         if self.args.device.type == "cpu":
             # A denormal underflow once made CPU steps 16x slower (DESIGN §9).
             torch.set_flush_denormal(True)
@@ -152,28 +152,29 @@ class DenseCaptioningTrainer(Trainer):
         super().log(logs, start_time)
 
     def train(self, *args: Any, **kwargs: Any):
-        """`Trainer.train`, with one METEOR process kept for all the evaluations of the run."""
+        """`Trainer.train`, with the session's METEOR process given to every evaluation of the run (see `keep_meteor`)."""
         with self.keep_meteor():
             return super().train(*args, **kwargs)
 
     @contextmanager
     def keep_meteor(self):
-        """Share one METEOR process between the evaluations inside the block (main process, Java scoring only).
+        """Give every evaluation inside the block the session's METEOR process (main process, Java scoring only).
 
         Starting METEOR 1.5 loads its paraphrase tables (10-60 CPU seconds here), which would otherwise be paid
-        at every evaluation; the process goes to `evaluate_dense_captions(meteor=...)` and stops with the block.
+        at every evaluation. The process is `shared_meteor()`: started at most once per Python process, passed to
+        `evaluate_dense_captions(meteor=...)`, and kept after the block for later evaluations in the same
+        process (a second run, the test split, a notebook); it stops when Python exits.
         """
         if self._meteor is not None or self.args.eval_no_java or not self.accelerator.is_main_process:
             yield
             return
-        from ..evaluation import evaluator
+        from ..evaluation import meteor
 
-        self._meteor = evaluator.Meteor()
+        self._meteor = meteor.shared_meteor()
         try:
             yield
         finally:
-            meteor, self._meteor = self._meteor, None
-            meteor.close()
+            self._meteor = None
 
     # ------------------------------------------------------------------------------------------------------------
     # evaluation
