@@ -134,10 +134,19 @@ def test_frames_and_features_give_the_same_events(pipe, world):
     assert_same_events(pipe({"video_features": features.numpy(), "duration": 16.0}), from_frames)
 
 
-def test_options_max_events_threshold_retrieved(pipe, world):
+def test_options_max_events_threshold_retrieved(pipe, world, monkeypatch):
     path = str(world["videos"][0])
     assert len(pipe(path, max_events=4)) == 4
     assert pipe(path, threshold=1.01) == []
+    seen, post_process = [], pipe.processor.post_process_dense_video_captioning
+    monkeypatch.setattr(pipe.processor, "post_process_dense_video_captioning",
+                        lambda *args, **kwargs: seen.append(kwargs.get("event_count")) or post_process(*args, **kwargs))
+    by_mean = pipe(path, event_count="expected")
+    assert seen == ["expected"]  # reaches the processor, which falls back to its own rule when None
+    assert by_mean == pipe(path, max_events=len(by_mean))  # the rule only sets how many of the ranked events stay
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="event_count"):
+        pipe(path, event_count="mode")
     scored = pipe(path, max_events=5)
     cut = sorted(e["score"] for e in scored)[2]  # the threshold drops exactly the two least confident events
     kept = pipe(path, max_events=5, threshold=cut)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from cacmi_hf.post_processing import caption_scores, caption_word_mask, post_process_dense_video_captioning
+from cacmi_hf.post_processing import caption_scores, caption_word_mask, event_counts, post_process_dense_video_captioning
 
 PAD, BOS, EOS = 0, 1, 2
 NEG = -1e4  # a counter logit that never wins
@@ -91,6 +91,30 @@ def test_max_events_and_threshold_overrides():
     assert thresholded[1] == []
     with pytest.raises(ValueError, match="max_events"):
         post_process_dense_video_captioning(*batch, max_events=0)
+
+
+def test_expected_event_count_hand_worked():
+    # sigmoids ~0, .8808, .5, .5 over counts 0..3: normalised mean = (.8808 + 2 * .5 + 3 * .5) / 1.8808 = 1.80 -> 2
+    counts = torch.tensor([[NEG, 2.0, 0.0, 0.0], [NEG, NEG, NEG, 0.0], [0.0, NEG, NEG, NEG]])
+    assert event_counts(counts, "argmax").tolist() == [1, 3, 1]  # the last: argmax 0, at least one event
+    assert event_counts(counts, "expected").tolist() == [2, 3, 1]
+    expected = (torch.tensor([2.0, 0.0, 0.0]).sigmoid() * torch.tensor([1.0, 2.0, 3.0])).sum() / torch.tensor([2.0, 0.0, 0.0]).sigmoid().sum()
+    assert expected.item() == pytest.approx(1.7975, abs=1e-4)
+    with pytest.raises(ValueError, match="event_count"):
+        event_counts(counts, "mean")
+
+
+def test_event_count_rule_chooses_how_many_events_are_kept():
+    logits, segments, counts, ids, log_probs, durations = _batch()
+    counts[0] = torch.tensor([NEG, 2.0, 0.0, 0.0, NEG])  # argmax 1, expected 2
+    inputs = (logits, segments, counts, ids, log_probs, durations)
+    by_argmax = post_process_dense_video_captioning(*inputs)
+    by_mean = post_process_dense_video_captioning(*inputs, event_count="expected")
+    assert [e["query_index"] for e in by_argmax[0]] == [0]
+    assert [e["query_index"] for e in by_mean[0]] == [1, 0]  # the two best by joint, by start
+    assert post_process_dense_video_captioning(*inputs, event_count="expected", max_events=4)[0].__len__() == 4  # explicit count wins
+    with pytest.raises(ValueError, match="event_count"):
+        post_process_dense_video_captioning(*inputs, event_count="median")
 
 
 def test_ties_in_start_are_ordered_by_end():

@@ -259,3 +259,24 @@ def test_save_and_auto_load_round_trip(tmp_path, processor):
     torch.testing.assert_close(loaded(videos=frames, fps=3.0)["pixel_values_videos"],
                                processor(videos=frames, fps=3.0)["pixel_values_videos"], atol=0, rtol=0)
     assert AutoProcessor.from_pretrained(tmp_path, num_frames=7).video_processor.num_frames == 7
+    assert saved["event_count"] == loaded.event_count == "argmax"
+
+
+def test_event_count_rule_is_saved_and_used(tmp_path, processor):
+    outputs = type("Out", (), {})()
+    outputs.logits = torch.tensor([[2.0, 1.0, 0.0]])
+    outputs.pred_segments = torch.tensor([[[0.2, 0.2], [0.5, 0.2], [0.8, 0.2]]])
+    outputs.pred_counts = torch.tensor([[-1e4, 2.0, 0.0, 0.0]])  # argmax 1 event, expected 1.8 -> 2
+    outputs.caption_ids, outputs.caption_log_probs = None, None
+    assert len(processor.post_process_dense_video_captioning(outputs, [10.0])[0]) == 1
+    assert len(processor.post_process_dense_video_captioning(outputs, [10.0], event_count="expected")[0]) == 2
+    processor.event_count = "expected"
+    try:
+        processor.save_pretrained(tmp_path)
+    finally:
+        processor.event_count = "argmax"
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert loaded.event_count == "expected"
+    assert len(loaded.post_process_dense_video_captioning(outputs, [10.0])[0]) == 2
+    with pytest.raises(ValueError, match="event_count"):
+        CACMIProcessor(processor.video_processor, processor.tokenizer, event_count="mode")

@@ -22,6 +22,7 @@ from transformers import Pipeline
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
+from .post_processing import EVENT_COUNT_RULES
 from .processing_cacmi import prepare_video_features
 
 TASK = "dense-video-captioning"
@@ -67,6 +68,8 @@ class DenseVideoCaptioningPipeline(Pipeline):
     Options (at construction or per call):
         threshold (`float`): drop kept events whose confidence is below it.
         max_events (`int`): keep this many events per video instead of the event counter's count.
+        event_count (`str`): how the counter gives that count, "argmax" (PDVC) or "expected" (the mean count);
+            defaults to the processor's `event_count`.
         return_retrieved (`bool` or `int`): also return, per pseudo-event of CFA, the memory-bank sentences it
             retrieved (all k, or the top n) — the output of each video is then `{"events": [...],
             "pseudo_events": [{"timestamp": [s, e], "retrieved": [{"sentence", "score", "index"}, ...]}]}`.
@@ -113,6 +116,7 @@ class DenseVideoCaptioningPipeline(Pipeline):
         on_error: str | None = None,
         rerank_alpha: float | None = None,
         max_caption_len: int | None = None,
+        event_count: str | None = None,
         **kwargs,
     ):
         if kwargs:
@@ -134,6 +138,10 @@ class DenseVideoCaptioningPipeline(Pipeline):
             postprocess["max_events"] = int(max_events)
         if rerank_alpha is not None:
             postprocess["rerank_alpha"] = float(rerank_alpha)
+        if event_count is not None:
+            if event_count not in EVENT_COUNT_RULES:
+                raise ValueError(f"event_count must be one of {EVENT_COUNT_RULES}, got {event_count!r}.")
+            postprocess["event_count"] = event_count
         if return_retrieved is not None and return_retrieved is not False:
             if getattr(self.model.config, "use_cfa", False) is not True:
                 raise ValueError("return_retrieved needs a model with CFA (config.use_cfa=True): this one retrieves nothing.")
@@ -256,6 +264,7 @@ class DenseVideoCaptioningPipeline(Pipeline):
         return_retrieved: bool | int = False,
         rerank_alpha: float = 1.0,
         on_error: str = "raise",
+        event_count: str | None = None,
     ):
         """Events of one video in time order (and its pseudo-events' retrieved sentences when asked)."""
         entry = model_outputs["outputs"]
@@ -268,7 +277,8 @@ class DenseVideoCaptioningPipeline(Pipeline):
             return []
         outputs = SimpleNamespace(**{k: entry.get(k) for k in ("logits", "pred_segments", "pred_counts", "caption_ids", "caption_log_probs")})
         events = self.processor.post_process_dense_video_captioning(
-            outputs, entry["durations"], threshold=threshold, max_events=max_events, rerank_alpha=rerank_alpha
+            outputs, entry["durations"], threshold=threshold, max_events=max_events, rerank_alpha=rerank_alpha,
+            event_count=event_count,
         )[0]
         events = [{"timestamp": e["timestamp"], "caption": e["caption"], "score": e["score"]} for e in events]
         if not return_retrieved:

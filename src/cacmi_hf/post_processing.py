@@ -12,6 +12,25 @@ from .segment_ops import segment_cw_to_se
 # PDVC's length normalisation of the caption score: Σ log p / (n_words ** 2 + 1e-5)
 CAPTION_LENGTH_EXPONENT = 2.0
 CAPTION_LENGTH_EPS = 1e-5
+EVENT_COUNT_RULES = ("argmax", "expected")
+
+
+def event_counts(pred_counts: torch.Tensor, rule: str = "argmax") -> torch.Tensor:
+    """Events to keep per video from the counter logits, (B, K+1) -> (B,) long, at least 1.
+
+    "argmax" is PDVC's rule: the most likely count. "expected" is the mean count under the counter's
+    per-bin probabilities (sigmoids, as the counter is trained with a per-bin BCE), normalised to sum to
+    one and rounded. The counter's loss down-weights frequent counts (see `event_counter_loss`), which can
+    leave its argmax below the true count when several bins are close; the mean uses them all.
+    """
+    if rule not in EVENT_COUNT_RULES:
+        raise ValueError(f"event_count must be one of {EVENT_COUNT_RULES}; got {rule!r}.")
+    if rule == "argmax":
+        return pred_counts.argmax(-1).clamp(min=1)
+    probs = pred_counts.float().sigmoid()  # (B, K+1)
+    probs = probs / probs.sum(-1, keepdim=True).clamp(min=1e-12)
+    bins = torch.arange(probs.shape[-1], device=probs.device, dtype=probs.dtype)  # (K+1,)
+    return (probs * bins).sum(-1).round().long().clamp(min=1)  # (B,)
 
 
 def caption_word_mask(caption_ids: torch.Tensor, pad_id: int, bos_id: int, eos_id: int) -> torch.Tensor:
@@ -59,6 +78,7 @@ def post_process_dense_video_captioning(
     rerank_alpha: float = 1.0,
     threshold: float | None = None,
     max_events: int | None = None,
+    event_count: str = "argmax",
     pad_token_id: int = 0,
     bos_token_id: int = 1,
     eos_token_id: int = 2,
@@ -67,8 +87,8 @@ def post_process_dense_video_captioning(
 
     score = sigmoid(logit); (center, length) -> (start, end) clamped to [0, 1] and scaled by the
     duration; joint = rerank_alpha · caption score + score (see `caption_scores`); the top-k queries
-    by joint are kept, k = argmax(pred_counts) clamped to [1, N]; they are returned sorted by start
-    (then end).
+    by joint are kept, k from the event counter (`event_count`) clamped to [1, N]; they are returned
+    sorted by start (then end).
 
     Args:
         logits: (B, N) confidence logits.
@@ -82,7 +102,9 @@ def post_process_dense_video_captioning(
             ids -> str, or None (captions are the word ids joined by spaces).
         rerank_alpha: weight of the caption score in the joint ranking score.
         threshold: if set, kept events whose confidence score is below it are dropped as well.
-        max_events: if set, keep this many events per video instead of argmax(pred_counts).
+        max_events: if set, keep this many events per video instead of the counter's count.
+        event_count: how the counter's logits give the count, "argmax" (PDVC) or "expected" (see
+            `event_counts`).
         pad_token_id / bos_token_id / eos_token_id: special ids of the caption vocabulary.
 
     Returns:
@@ -113,6 +135,8 @@ def post_process_dense_video_captioning(
             f"caption_ids {tuple(caption_ids.shape)} and caption_log_probs {tuple(caption_log_probs.shape)} "
             f"must both be (B, N, T) with (B, N) = ({batch_size}, {num_queries})."
         )
+    if event_count not in EVENT_COUNT_RULES:
+        raise ValueError(f"event_count must be one of {EVENT_COUNT_RULES}; got {event_count!r}.")
     if max_events is not None and max_events < 1:
         raise ValueError(f"max_events must be >= 1 (or None to use the event counter); got {max_events}.")
 
@@ -128,7 +152,7 @@ def post_process_dense_video_captioning(
     if max_events is not None:
         keep_count = torch.full((batch_size,), max_events, device=logits.device)
     else:
-        keep_count = pred_counts.argmax(-1).clamp(min=1)  # (B,)
+        keep_count = event_counts(pred_counts, event_count)  # (B,)
     keep_count = keep_count.clamp(max=num_queries)
     rank = joint.argsort(dim=-1, descending=True, stable=True).argsort(dim=-1, stable=True)  # (B, N) rank of each query
     keep = rank < keep_count[:, None]  # (B, N)
@@ -170,4 +194,4 @@ def post_process_dense_video_captioning(
     return results
 
 
-__all__ = ["post_process_dense_video_captioning", "caption_scores", "caption_word_mask"]
+__all__ = ["post_process_dense_video_captioning", "caption_scores", "caption_word_mask", "event_counts", "EVENT_COUNT_RULES"]

@@ -24,7 +24,7 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.video_processing_utils import VideoProcessorMixin
 
 from .open_clip_tower import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, OpenCLIPSpec, preprocess_frames, resolve_open_clip
-from .post_processing import post_process_dense_video_captioning
+from .post_processing import EVENT_COUNT_RULES, post_process_dense_video_captioning
 from .video_decoding import VideoDecodingError, VideoReader, nearest_indices, sample_times
 
 MEMORY_SENTENCES_FILE = "memory_sentences.json"
@@ -394,12 +394,19 @@ class CACMIProcessor(ProcessorMixin):
 
     `processor(videos=...)` gives the inputs of the model's vision tower, `processor(video_features=...,
     durations=...)` those of the feature path; `post_process_dense_video_captioning(outputs, durations)` turns
-    `model.generate(...)` into timed sentences.
+    `model.generate(...)` into timed sentences. `event_count` ("argmax", PDVC's rule, or "expected") is how
+    the event counter's logits become the number of events kept; it is saved in `processor_config.json`, so
+    the pipeline and the Trainer's evaluation of a saved folder use it.
     """
 
-    def __init__(self, video_processor, tokenizer, memory_sentences: Sequence[str] | None = None, **kwargs):
+    def __init__(self, video_processor, tokenizer, memory_sentences: Sequence[str] | None = None,
+                 event_count: str = "argmax", **kwargs):
+        if event_count not in EVENT_COUNT_RULES:
+            raise ValueError(f"event_count must be one of {EVENT_COUNT_RULES}; got {event_count!r}.")
         super().__init__(video_processor, tokenizer, **kwargs)
         self.memory_sentences = list(memory_sentences) if memory_sentences is not None else None
+        # the post-processing count rule the pipeline and the Trainer's evaluation use; saved with the processor
+        self.event_count = event_count
 
     def to_dict(self) -> dict[str, Any]:
         """The processor config; the memory sentences go to their own file, not into `processor_config.json`."""
@@ -446,8 +453,12 @@ class CACMIProcessor(ProcessorMixin):
         threshold: float | None = None,
         max_events: int | None = None,
         rerank_alpha: float = 1.0,
+        event_count: str | None = None,
     ) -> list[list[dict[str, Any]]]:
-        """Per video, `[{"timestamp": [s, e], "caption", "score", "query_index"}]` sorted by start (see `post_processing`)."""
+        """Per video, `[{"timestamp": [s, e], "caption", "score", "query_index"}]` sorted by start (see `post_processing`).
+
+        `event_count` ("argmax" | "expected") defaults to the processor's `event_count`.
+        """
         tok = self.tokenizer
         return post_process_dense_video_captioning(
             outputs.logits,
@@ -460,6 +471,7 @@ class CACMIProcessor(ProcessorMixin):
             rerank_alpha=rerank_alpha,
             threshold=threshold,
             max_events=max_events,
+            event_count=event_count or self.event_count,
             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
             bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else 1,
             eos_token_id=tok.eos_token_id if tok.eos_token_id is not None else 2,
