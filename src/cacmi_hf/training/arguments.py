@@ -95,6 +95,11 @@ class ModelArguments:
     config_overrides: str | None = field(
         default=None, metadata={"help": "Comma-separated CACMIConfig overrides, e.g. 'hidden_size=256,num_queries=20'."}
     )
+    event_count: str = field(
+        default="argmax",
+        metadata={"help": "How the event counter's logits give the number of events kept when evaluating and in the "
+                  "saved processor: 'argmax' (PDVC) or 'expected' (the mean count; see benchmarks/bench_post_processing.py)."},
+    )
 
 
 @dataclass

@@ -258,7 +258,8 @@ def prepare_training(
         video_processor = CACMIVideoProcessor.from_open_clip(config.vision_config, num_frames=config.num_frames, max_fps=data_args.video_fps)
     else:
         video_processor = CACMIVideoProcessor(num_frames=config.num_frames, max_fps=data_args.video_fps)
-    processor = CACMIProcessor(video_processor, tokenizer, memory_sentences=bank.sentences if bank is not None else None)
+    processor = CACMIProcessor(video_processor, tokenizer, memory_sentences=bank.sentences if bank is not None else None,
+                               event_count=model_args.event_count)
 
     # features attached lazily; attach_features checks every video now and names the missing ones
     def with_features(dataset):
