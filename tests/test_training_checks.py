@@ -34,14 +34,11 @@ def test_good_setup_prepares(data, tmp_path):
     assert len(setup.train_dataset) == 8 and len(setup.eval_dataset) == 4
     assert [t.name for t in setup.test_sets] == ["test"]
     assert sum(setup.config.count_prior) == pytest.approx(1.0)
-    assert setup.processor.event_count == "expected"  # the synthetic preset's rule (the benchmarks' is argmax)
+    assert setup.processor.event_count == "argmax"  # PDVC's rule unless asked
 
 
 def test_event_count_rule_reaches_the_processor_and_a_bad_one_fails(data, tmp_path):
-    assert _prepare(data, tmp_path / "out", "--event_count", "argmax").processor.event_count == "argmax"
-    paths = {k: str(v) for k, v in data.items()}
-    _, model_args, _ = parse_args(["--preset", "activitynet", "--annotations", paths["train"], "--features", paths["features"]])
-    assert model_args.event_count == "argmax"  # PDVC's rule on the real benchmarks
+    assert _prepare(data, tmp_path / "out", "--event_count", "expected").processor.event_count == "expected"
     with pytest.raises(ValueError, match="event_count must be one of"):
         _prepare(data, tmp_path / "out2", "--event_count", "mode")
 

@@ -89,10 +89,6 @@ TRAINING_PRESETS: dict[str, TrainingPreset] = {
             lr_decay_every=4,
             per_device_train_batch_size=8,
             per_device_eval_batch_size=25,
-            # The counter's mean count, not its argmax: on the demo model's val split the argmax kept 2.5 events
-            # per video against 3.4 true, and the mean raised F1 from 50.2 to 54.1 and SODA_c from 13.5 to 13.9
-            # (BENCHMARKS.md, bench_post_processing). The real-benchmark presets keep PDVC's argmax.
-            event_count="expected",
         ),
         data=dict(train_split="train", eval_split="validation", holdout_videos=0, test_splits=["test"], min_count=1),
     ),
