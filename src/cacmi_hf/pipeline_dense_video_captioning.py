@@ -22,7 +22,7 @@ from transformers import Pipeline
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
-from .post_processing import EVENT_COUNT_RULES
+from .post_processing import check_event_count
 from .processing_cacmi import prepare_video_features
 
 TASK = "dense-video-captioning"
@@ -139,9 +139,7 @@ class DenseVideoCaptioningPipeline(Pipeline):
         if rerank_alpha is not None:
             postprocess["rerank_alpha"] = float(rerank_alpha)
         if event_count is not None:
-            if event_count not in EVENT_COUNT_RULES:
-                raise ValueError(f"event_count must be one of {EVENT_COUNT_RULES}, got {event_count!r}.")
-            postprocess["event_count"] = event_count
+            postprocess["event_count"] = check_event_count(event_count)
         if return_retrieved is not None and return_retrieved is not False:
             if getattr(self.model.config, "use_cfa", False) is not True:
                 raise ValueError("return_retrieved needs a model with CFA (config.use_cfa=True): this one retrieves nothing.")

@@ -15,6 +15,13 @@ CAPTION_LENGTH_EPS = 1e-5
 EVENT_COUNT_RULES = ("argmax", "expected")
 
 
+def check_event_count(rule: str) -> str:
+    """`rule` if it is one of `EVENT_COUNT_RULES`, else a ValueError naming the choices."""
+    if rule not in EVENT_COUNT_RULES:
+        raise ValueError(f"event_count must be one of {EVENT_COUNT_RULES}; got {rule!r}.")
+    return rule
+
+
 def event_counts(pred_counts: torch.Tensor, rule: str = "argmax") -> torch.Tensor:
     """Events to keep per video from the counter logits, (B, K+1) -> (B,) long, at least 1.
 
@@ -23,9 +30,7 @@ def event_counts(pred_counts: torch.Tensor, rule: str = "argmax") -> torch.Tenso
     one and rounded. The counter's loss down-weights frequent counts (see `event_counter_loss`), which can
     leave its argmax below the true count when several bins are close; the mean uses them all.
     """
-    if rule not in EVENT_COUNT_RULES:
-        raise ValueError(f"event_count must be one of {EVENT_COUNT_RULES}; got {rule!r}.")
-    if rule == "argmax":
+    if check_event_count(rule) == "argmax":
         return pred_counts.argmax(-1).clamp(min=1)
     probs = pred_counts.float().sigmoid()  # (B, K+1)
     probs = probs / probs.sum(-1, keepdim=True).clamp(min=1e-12)
@@ -135,8 +140,7 @@ def post_process_dense_video_captioning(
             f"caption_ids {tuple(caption_ids.shape)} and caption_log_probs {tuple(caption_log_probs.shape)} "
             f"must both be (B, N, T) with (B, N) = ({batch_size}, {num_queries})."
         )
-    if event_count not in EVENT_COUNT_RULES:
-        raise ValueError(f"event_count must be one of {EVENT_COUNT_RULES}; got {event_count!r}.")
+    check_event_count(event_count)  # also when max_events overrides it: a bad value never passes silently
     if max_events is not None and max_events < 1:
         raise ValueError(f"max_events must be >= 1 (or None to use the event counter); got {max_events}.")
 
@@ -194,4 +198,4 @@ def post_process_dense_video_captioning(
     return results
 
 
-__all__ = ["post_process_dense_video_captioning", "caption_scores", "caption_word_mask", "event_counts", "EVENT_COUNT_RULES"]
+__all__ = ["post_process_dense_video_captioning", "caption_scores", "caption_word_mask", "event_counts", "check_event_count", "EVENT_COUNT_RULES"]

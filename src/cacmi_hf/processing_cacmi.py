@@ -24,7 +24,7 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.video_processing_utils import VideoProcessorMixin
 
 from .open_clip_tower import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, OpenCLIPSpec, preprocess_frames, resolve_open_clip
-from .post_processing import EVENT_COUNT_RULES, post_process_dense_video_captioning
+from .post_processing import check_event_count, post_process_dense_video_captioning
 from .video_decoding import VideoDecodingError, VideoReader, nearest_indices, sample_times
 
 MEMORY_SENTENCES_FILE = "memory_sentences.json"
@@ -401,8 +401,7 @@ class CACMIProcessor(ProcessorMixin):
 
     def __init__(self, video_processor, tokenizer, memory_sentences: Sequence[str] | None = None,
                  event_count: str = "argmax", **kwargs):
-        if event_count not in EVENT_COUNT_RULES:
-            raise ValueError(f"event_count must be one of {EVENT_COUNT_RULES}; got {event_count!r}.")
+        check_event_count(event_count)
         super().__init__(video_processor, tokenizer, **kwargs)
         self.memory_sentences = list(memory_sentences) if memory_sentences is not None else None
         # the post-processing count rule the pipeline and the Trainer's evaluation use; saved with the processor
