@@ -9,6 +9,7 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
 from cacmi_hf.evaluation.ngram_metrics import (
+    _lcs_length,
     bleu_counts,
     cider_d,
     corpus_bleu,
@@ -62,6 +63,31 @@ def test_rouge_l_equals_pycocoevalcap(seed):
     for gts, res in _random_sets(seed):
         for i in gts:
             assert rouge_l(res[i][0], gts[i]) == pytest.approx(rouge.calc_score(res[i], gts[i]), rel=1e-12)
+
+
+def _lcs_table(a, b):
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            table[i + 1][j + 1] = table[i][j] + 1 if x == y else max(table[i][j + 1], table[i + 1][j])
+    return table[-1][-1]
+
+
+def test_bit_parallel_lcs_equals_the_dynamic_programme():
+    rng = random.Random(6)
+    for _ in range(3000):
+        vocabulary = WORDS[: rng.randint(1, 6)]  # few words: many repeats, the hard case for the bit trick
+        a = [rng.choice(vocabulary) for _ in range(rng.randint(0, 90))]
+        b = [rng.choice(vocabulary) for _ in range(rng.randint(0, 90))]
+        assert _lcs_length(a, b) == _lcs_table(a, b) == _lcs_length(b, a)
+    assert _lcs_length("a b c d".split(), "a c d e".split()) == 3
+    assert _lcs_length(["", "a"], ["", "a"]) == 2  # empty tokens (double spaces) are words too
+
+
+def test_bleu_counts_from_precomputed_ngram_counts():
+    hyp, refs = "a man runs on the street", ["a man is running", "the man runs on a street"]
+    given = (ngram_counts(hyp), [ngram_counts(r) for r in refs])
+    assert bleu_counts(hyp, refs, counts=given) == bleu_counts(hyp, refs)
 
 
 def test_rouge_l_hand_worked():

@@ -64,8 +64,8 @@ class CaptionSetScorer:
 
     def _meteor_scores(self, sets: Sequence[Sequence[tuple[str, str]]], filled: list[int], progress: bool) -> list[float]:
         """Aggregate METEOR of each non-empty set (one statistics request per distinct pair)."""
-        unique = list(dict.fromkeys(p for i in filled for p in sets[i]))
-        stats = dict(zip(unique, self.meteor.statistics([(h, [r]) for h, r in unique], progress)))
+        requests = meteor_requests([sets[i] for i in filled])
+        stats = dict(zip(((h, r[0]) for h, r in requests), self.meteor.statistics(requests, progress)))
         return self.meteor.aggregate([[stats[p] for p in sets[i]] for i in filled], progress)
 
     def score_sets(self, sets: Sequence[Sequence[tuple[str, str]]], progress: bool = False) -> np.ndarray:
@@ -80,7 +80,8 @@ class CaptionSetScorer:
                 pairs = sets[i]
                 for pair in pairs:
                     if pair not in self._bleu:
-                        self._bleu[pair] = bleu_counts(pair[0], [pair[1]])
+                        hyp, ref = pair
+                        self._bleu[pair] = bleu_counts(hyp, [ref], counts=(self._ngrams(hyp), [self._ngrams(ref)]))
                         self._rouge[pair] = rouge_l(pair[0], [pair[1]])
                 scores[i, :4] = corpus_bleu([self._bleu[p] for p in pairs])
                 scores[i, 5] = np.mean(np.array([self._rouge[p] for p in pairs]))
@@ -92,6 +93,27 @@ class CaptionSetScorer:
         return scores
 
 
+def caption_sets(
+    predictions: Mapping[str, VideoEvents],
+    references: Sequence[ReferenceSet],
+    video_ids: Sequence[str],
+    tious: Sequence[float],
+    tokens: Mapping[str, str],
+) -> list[list[tuple[str, str]]]:
+    """The tokenised pair sets of the protocol, video-major: set ``v * T + t`` is video v at threshold t."""
+    sets: list[list[tuple[str, str]]] = []
+    for vid in video_ids:
+        refs = [ref.videos[vid] for ref in references if vid in ref.videos]
+        for pairs in caption_pairs(predictions.get(vid), refs, tious):
+            sets.append([(tokens[h], tokens[r]) for h, r in pairs])
+    return sets
+
+
+def meteor_requests(sets: Sequence[Sequence[tuple[str, str]]]) -> list[tuple[str, list[str]]]:
+    """The distinct ``(hypothesis, [reference])`` METEOR requests of some pair sets."""
+    return [(h, [r]) for h, r in dict.fromkeys(p for pairs in sets for p in pairs)]
+
+
 def caption_scores(
     predictions: Mapping[str, VideoEvents],
     references: Sequence[ReferenceSet],
@@ -100,12 +122,13 @@ def caption_scores(
     tokens: Mapping[str, str],
     scorer: CaptionSetScorer,
     progress: bool = False,
+    sets: Sequence[Sequence[tuple[str, str]]] | None = None,
 ) -> np.ndarray:
-    """Per-video caption scores (T, V, 7) of the protocol; ``tokens`` maps raw -> tokenised text."""
-    sets: list[list[tuple[str, str]]] = []
-    for vid in video_ids:
-        refs = [ref.videos[vid] for ref in references if vid in ref.videos]
-        for pairs in caption_pairs(predictions.get(vid), refs, tious):
-            sets.append([(tokens[h], tokens[r]) for h, r in pairs])
+    """Per-video caption scores (T, V, 7) of the protocol; ``tokens`` maps raw -> tokenised text.
+
+    ``sets`` may pass the result of ``caption_sets`` for the same arguments, computed earlier.
+    """
+    if sets is None:
+        sets = caption_sets(predictions, references, video_ids, tious, tokens)
     scores = scorer.score_sets(sets, progress)  # (V * T, 7), video-major
     return scores.reshape(len(video_ids), len(tious), -1).transpose(1, 0, 2)

@@ -13,12 +13,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .captioning import CAPTION_METRICS, GARBAGE_REFERENCE, CaptionSetScorer, caption_scores
+from .captioning import (
+    CAPTION_METRICS,
+    GARBAGE_REFERENCE,
+    CaptionSetScorer,
+    caption_scores,
+    caption_sets,
+    meteor_requests,
+)
 from .io import VideoEvents, load_paragraphs, load_predictions, load_references, reference_video_ids
 from .localization import f1_score, precision_recall
 from .meteor import Meteor
-from .paragraph import PARAGRAPH_METRICS, paragraph_scores
-from .soda import soda_c
+from .paragraph import PARAGRAPH_METRICS, paragraph_scores, paragraph_texts
+from .soda import soda_c, soda_requests
 from .tokenization import PTBTokenizer, SimpleTokenizer, remove_nonascii
 
 DEFAULT_TIOUS = (0.3, 0.5, 0.7, 0.9)
@@ -50,6 +57,7 @@ def evaluate_dense_captions(
     no_java: bool = False,
     java: str = "java",
     meteor: Meteor | None = None,
+    meteor_processes: int = 1,
     per_video: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -71,6 +79,9 @@ def evaluate_dense_captions(
         java: the Java executable.
         meteor: a running ``Meteor`` to use (and leave running), e.g. ``shared_meteor()`` when
             evaluating repeatedly; by default a process is started and stopped for this call.
+        meteor_processes: Java processes sharing this call's alignments when it starts its own
+            METEOR (each loads only the paraphrases of this run's sentences, in seconds). One by
+            default: on two cores a second process competes with the n-gram metrics and was slower.
         per_video: also return each video's scores (mean over thresholds).
         progress: show progress bars.
 
@@ -109,14 +120,17 @@ def evaluate_dense_captions(
     own_meteor = meteor is None and not no_java
     if no_java:
         meteor = None
-    elif own_meteor:
-        meteor = Meteor(java)  # starts loading now, in parallel with tokenising
+    raw = [GARBAGE_REFERENCE]
+    raw += [s for ev in preds.values() for s in ev.sentences]
+    raw += [s for ref in refs for ev in ref.videos.values() for s in ev.sentences]
+    unique = list(dict.fromkeys(raw))
+    tokens = dict(zip(unique, tokenizer.tokenize([remove_nonascii(s) for s in unique])))
+    para_hyps, para_refs = paragraph_texts(preds, paragraphs)[1:] if paragraphs else ([], [])
+    if own_meteor:
+        # Knowing every sentence of the run, METEOR loads only the paraphrases they can use (seconds, not ~45 s).
+        meteor = Meteor(java, texts=[*tokens.values(), *para_hyps, *(r for refs_ in para_refs for r in refs_)],
+                        processes=meteor_processes)
     try:
-        raw = [GARBAGE_REFERENCE]
-        raw += [s for ev in preds.values() for s in ev.sentences]
-        raw += [s for ref in refs for ev in ref.videos.values() for s in ev.sentences]
-        unique = list(dict.fromkeys(raw))
-        tokens = dict(zip(unique, tokenizer.tokenize([remove_nonascii(s) for s in unique])))
 
         num_t, num_v = len(thresholds), len(video_ids)
         precision, recall = np.zeros((num_t, num_v)), np.zeros((num_t, num_v))
@@ -126,7 +140,16 @@ def evaluate_dense_captions(
             ref_segments = [ref.videos[vid].segments for ref in refs if vid in ref.videos]
             precision[:, k], recall[:, k] = precision_recall(segments, ref_segments, thresholds)
 
-        captions = caption_scores(capped, refs, video_ids, thresholds, tokens, CaptionSetScorer(meteor), progress)
+        sets = caption_sets(capped, refs, video_ids, thresholds, tokens)
+        if meteor is not None:
+            # Queue every alignment of the run up front, so METEOR never waits for Python: the
+            # n-gram metrics, SODA_c's matching and the paragraph metrics run beside it.
+            meteor.prefetch([meteor_requests(sets)], progress)
+            groups = [soda_requests(preds, ref, tokens)[2] for ref in refs] if soda else []
+            meteor.prefetch(groups + ([list(zip(para_hyps, para_refs))] if paragraphs else []), progress)
+        captions = caption_scores(
+            capped, refs, video_ids, thresholds, tokens, CaptionSetScorer(meteor), progress, sets=sets
+        )
 
         soda_results = None
         if soda and meteor is not None:

@@ -8,6 +8,11 @@ is what coco-caption reports for a set of captions). The reference toolkit talks
 one line at a time; here a writer thread streams all requests while the reader collects the
 answers, and statistics are cached per distinct (hypothesis, references) so a pair shared by
 several tIoU thresholds is scored once.
+
+Only the alignment (``SCORE``) needs Java. Scores from statistics (what ``EVAL`` returns) are a
+closed formula, computed here with the jar's own arithmetic (``meteor_from_statistics``): the jar
+parses every ``EVAL`` field with ``java.util.Scanner``, which made the aggregates of a whole
+ActivityNet val cost more time than the alignments themselves. The tests check the two agree.
 """
 
 from __future__ import annotations
@@ -15,15 +20,74 @@ from __future__ import annotations
 import atexit
 import collections
 import os
+import shutil
 import subprocess
+import tempfile
 import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 from tqdm.auto import tqdm
 
+from .paraphrase_table import write_paraphrase_subset
 from .tokenization import find_java, pycocoevalcap_file
 
-EVAL_CHUNK = 500  # segments per EVAL line when only per-segment scores are needed
+# METEOR 1.5's parameters for "-l en" (task "default"): alpha, beta, gamma, delta, and the weights
+# of its four matching stages (exact, stem, synonym, paraphrase).
+EN_PARAMETERS = (0.85, 0.2, 0.6, 0.75)
+EN_STAGE_WEIGHTS = (1.0, 0.6, 0.8, 0.6)
+NUM_STATISTICS = 23  # 4 lengths, (test, ref) x (content, function) matches per stage, chunks, 2 word-match counts
+
+
+def parse_statistics(stats: Sequence[str]) -> np.ndarray:
+    """The (N, 23) array of METEOR statistics lines as ``SCORE`` returns them."""
+    if not len(stats):
+        return np.zeros((0, NUM_STATISTICS))
+    values = np.array([line.split() for line in stats], dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != NUM_STATISTICS:
+        raise ValueError(f"METEOR statistics must have {NUM_STATISTICS} numbers each, got {stats[0]!r}.")
+    return values
+
+
+def _matched_whole(stats: np.ndarray) -> np.ndarray:
+    """(N,) True where every word of both sentences is matched, in one chunk."""
+    stages = stats[:, 4:20].reshape(-1, 4, 4)
+    test_total = stages[:, :, 0].sum(1) + stages[:, :, 2].sum(1)  # integer counts: exact in any order
+    ref_total = stages[:, :, 1].sum(1) + stages[:, :, 3].sum(1)
+    return (test_total == stats[:, 0]) & (ref_total == stats[:, 1]) & (stats[:, 20] == 1.0)
+
+
+def meteor_from_statistics(stats: np.ndarray) -> np.ndarray:
+    """METEOR of each row of (summed) statistics (N, 23) -> (N,), in the jar's order of operations.
+
+    Precision and recall weight content words by delta and function words by 1 - delta and each
+    stage by its weight; Fmean = 1 / ((1 - alpha) / P + alpha / R); the fragmentation penalty is
+    gamma * (chunks / mean matched words) ** beta, zero for one chunk covering both sentences;
+    the score is Fmean * (1 - penalty), 0 where undefined (no matches) and never negative.
+    """
+    alpha, beta, gamma, delta = EN_PARAMETERS
+    stats = np.asarray(stats, dtype=np.float64)
+    test_len, ref_len, test_function, ref_function = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
+    stages = stats[:, 4:20].reshape(-1, 4, 4)  # (N, stage, [test content, ref content, test function, ref function])
+    chunks, test_words, ref_words = stats[:, 20], stats[:, 21], stats[:, 22]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        test_weighted_len = delta * (test_len - test_function) + (1.0 - delta) * test_function
+        ref_weighted_len = delta * (ref_len - ref_function) + (1.0 - delta) * ref_function
+        test_matched, ref_matched = np.zeros(len(stats)), np.zeros(len(stats))
+        for i, weight in enumerate(EN_STAGE_WEIGHTS):  # content words of every stage first, as the jar sums
+            test_matched = test_matched + stages[:, i, 0] * weight * delta
+            ref_matched = ref_matched + stages[:, i, 1] * weight * delta
+        for i, weight in enumerate(EN_STAGE_WEIGHTS):
+            test_matched = test_matched + stages[:, i, 2] * weight * (1.0 - delta)
+            ref_matched = ref_matched + stages[:, i, 3] * weight * (1.0 - delta)
+        precision, recall = test_matched / test_weighted_len, ref_matched / ref_weighted_len
+        f_mean = 1.0 / ((1.0 - alpha) / precision + alpha / recall)
+        fragmentation = np.where(_matched_whole(stats), 0.0, chunks / ((test_words + ref_words) / 2.0))
+        score = f_mean * (1.0 - gamma * np.power(fragmentation, beta))
+    return np.where(np.isnan(score), 0.0, np.maximum(score, 0.0))
 
 
 def _clean_hypothesis(text: str) -> str:
@@ -34,12 +98,34 @@ def _clean_hypothesis(text: str) -> str:
 class Meteor:
     """A persistent METEOR 1.5 (English, normalised) Java process with cached statistics."""
 
-    def __init__(self, java: str | os.PathLike = "java", memory: str = "2G"):
+    def __init__(
+        self,
+        java: str | os.PathLike = "java",
+        memory: str = "2G",
+        texts: Iterable[str] | None = None,
+        processes: int = 1,
+        _table_args: Sequence[str] = (),
+    ):
+        """Start METEOR; with ``texts`` (every sentence it will see) it loads only the paraphrase entries they can use.
+
+        A process given ``texts`` must only score those sentences (else paraphrase matches could be
+        missed); without, it loads the whole table (~45 s of CPU) and scores anything. With
+        ``processes`` > 1, large batches of alignments are split between that many Java processes
+        (worth it once the cut table makes each start cheap: the aligner itself is single-threaded).
+        """
+        if processes < 1:
+            raise ValueError(f"processes must be >= 1, got {processes}.")
         java_path = find_java(java)
         jar = pycocoevalcap_file("meteor", "meteor-1.5.jar")
         # Serial GC: same scores, about a quarter less CPU to load the paraphrase table.
         command = [java_path, "-XX:+UseSerialGC", "-jar", f"-Xmx{memory}", str(jar),
                    "-", "-", "-stdio", "-l", "en", "-norm"]
+        self._table_dir: str | None = None
+        self._helpers: list[Meteor] = []
+        table_args = list(_table_args)
+        if texts is not None:
+            table_args = self._paraphrase_subset(jar, texts)
+        command += table_args
         self._process = subprocess.Popen(
             command, cwd=jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
@@ -47,7 +133,24 @@ class Meteor:
         threading.Thread(target=self._drain_stderr, daemon=True).start()
         self._lock = threading.Lock()
         self._stats: dict[tuple[str, tuple[str, ...]], str] = {}
-        self._segment: dict[str, float] = {}
+        self._prefetch = threading.Condition()  # guards _pending / _prefetch_error, signals new _stats
+        self._pending = 0  # prefetch batches queued or running
+        self._last_prefetch: threading.Thread | None = None
+        self._prefetch_error: BaseException | None = None
+        self._helpers = [Meteor(java, memory, _table_args=table_args) for _ in range(processes - 1)]
+
+    def _paraphrase_subset(self, jar: Path, texts: Iterable[str]) -> list[str]:
+        """``-a`` arguments for a paraphrase table cut to ``texts``, or none when it cannot be made."""
+        table = jar.parent / "data" / "paraphrase-en.gz"
+        try:
+            self._table_dir = tempfile.mkdtemp(prefix="cacmi_meteor_")
+            subset = Path(self._table_dir) / "paraphrase-en.gz"
+            texts = list(texts)
+            write_paraphrase_subset(table, texts + [_clean_hypothesis(t) for t in texts], subset)
+        except (OSError, ValueError) as err:  # e.g. a read-only cache: the whole table gives the same scores
+            warnings.warn(f"Using METEOR's whole paraphrase table (slower start): {err}", stacklevel=3)
+            return []
+        return ["-a", str(subset)]
 
     def _drain_stderr(self) -> None:
         for line in iter(self._process.stderr.readline, b""):
@@ -91,38 +194,79 @@ class Meteor:
             raise self._failure(what)
         return answers
 
-    def statistics(self, requests: Iterable[tuple[str, Sequence[str]]], progress: bool = False) -> list[str]:
-        """METEOR sufficient statistics of each ``(hypothesis, references)`` (tokenised text)."""
-        keys = [(_clean_hypothesis(hyp), tuple(r.replace("\n", " ") for r in refs)) for hyp, refs in requests]
+    @staticmethod
+    def _keys(requests: Iterable[tuple[str, Sequence[str]]]) -> list[tuple[str, tuple[str, ...]]]:
+        return [(_clean_hypothesis(hyp), tuple(r.replace("\n", " ") for r in refs)) for hyp, refs in requests]
+
+    def _compute(self, keys: Sequence[tuple[str, tuple[str, ...]]], progress: bool) -> None:
         missing = list(dict.fromkeys(k for k in keys if k not in self._stats))
         if missing:
             lines = [" ||| ".join(("SCORE", " ||| ".join(refs), hyp)) for hyp, refs in missing]
-            answers = self._exchange(lines, [1] * len(lines), "METEOR statistics", progress)
-            self._stats.update(zip(missing, answers))
+            workers = [self, *self._helpers] if len(lines) >= 100 * (1 + len(self._helpers)) else [self]
+            bounds = np.linspace(0, len(lines), len(workers) + 1).astype(int)
+            with ThreadPoolExecutor(len(workers)) as pool:
+                parts = pool.map(
+                    lambda k: workers[k]._exchange(lines[bounds[k]:bounds[k + 1]], [1] * int(bounds[k + 1] - bounds[k]),
+                                                   "METEOR statistics", progress and k == 0),
+                    range(len(workers)),
+                )
+                answers = [answer for part in parts for answer in part]
+            with self._prefetch:
+                self._stats.update(zip(missing, answers))
+                self._prefetch.notify_all()
+
+    def prefetch(self, groups: Sequence[Iterable[tuple[str, Sequence[str]]]], progress: bool = False) -> None:
+        """Start aligning these groups of ``(hypothesis, references)`` in the background, in order.
+
+        ``statistics`` then waits only until the pairs it asks for are done, so the caller can
+        compute other metrics while the Java process works through everything a run will need.
+        """
+        batches = [self._keys(group) for group in groups]
+        previous = self._last_prefetch
+
+        def run() -> None:
+            try:
+                if previous is not None:
+                    previous.join()  # batches are aligned in the order they were queued
+                for keys in batches:
+                    self._compute(keys, progress)
+            except BaseException as err:  # re-raised by the next statistics() call
+                self._prefetch_error = err
+            finally:
+                with self._prefetch:
+                    self._pending -= 1
+                    self._prefetch.notify_all()
+
+        with self._prefetch:
+            self._pending += 1
+        self._last_prefetch = threading.Thread(target=run, daemon=True)
+        self._last_prefetch.start()
+
+    def statistics(self, requests: Iterable[tuple[str, Sequence[str]]], progress: bool = False) -> list[str]:
+        """METEOR sufficient statistics of each ``(hypothesis, references)`` (tokenised text)."""
+        keys = self._keys(requests)
+        with self._prefetch:
+            self._prefetch.wait_for(lambda: not self._pending or all(k in self._stats for k in keys))
+            error, self._prefetch_error = self._prefetch_error, None
+        if error is not None:
+            raise error
+        self._compute(keys, progress)
         return [self._stats[k] for k in keys]
 
     def aggregate(self, groups: Sequence[Sequence[str]], progress: bool = False) -> list[float]:
-        """Aggregate METEOR of each group of statistics (0.0 for an empty group)."""
-        filled = [g for g in groups if len(g)]
-        lines = ["EVAL ||| " + " ||| ".join(g) for g in filled]
-        answers = iter(self._exchange(lines, [len(g) + 1 for g in filled], "METEOR aggregates", progress))
-        scores = []
-        for group in groups:
-            if len(group) == 0:
-                scores.append(0.0)
-                continue
-            for stats in group:
-                self._segment[stats] = float(next(answers))
-            scores.append(float(next(answers)))
-        return scores
+        """Aggregate METEOR of each group of statistics: the score of their sum (0.0 for an empty group)."""
+        sizes = [len(g) for g in groups]
+        rows = parse_statistics([s for g in groups for s in g])  # (sum(sizes), 23)
+        # As the jar sums statistics: a segment matched whole, in one chunk, adds no chunk.
+        rows[_matched_whole(rows), 20] = 0.0
+        sums = np.zeros((len(groups), NUM_STATISTICS))
+        np.add.at(sums, np.repeat(np.arange(len(groups)), sizes), rows)  # integer counts: exact
+        scores = meteor_from_statistics(sums)
+        return [float(x) if n else 0.0 for x, n in zip(scores, sizes)]
 
     def segment_scores(self, stats: Sequence[str], progress: bool = False) -> list[float]:
         """METEOR score of each single segment's statistics."""
-        missing = list(dict.fromkeys(s for s in stats if s not in self._segment))
-        if missing:
-            chunks = [missing[i:i + EVAL_CHUNK] for i in range(0, len(missing), EVAL_CHUNK)]
-            self.aggregate(chunks, progress)
-        return [self._segment[s] for s in stats]
+        return meteor_from_statistics(parse_statistics(stats)).tolist()
 
     def score(self, hypothesis: str, references: Sequence[str]) -> float:
         """METEOR of one hypothesis against its references (tokenised text)."""
@@ -130,6 +274,11 @@ class Meteor:
 
     def close(self) -> None:
         """Stop the Java process."""
+        for helper in getattr(self, "_helpers", []):
+            helper.close()
+        if getattr(self, "_table_dir", None):
+            shutil.rmtree(self._table_dir, ignore_errors=True)
+            self._table_dir = None
         process = getattr(self, "_process", None)
         if process is None or process.poll() is not None:
             return

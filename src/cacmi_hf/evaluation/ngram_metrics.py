@@ -38,18 +38,25 @@ class BleuCounts(NamedTuple):
     correct: tuple[int, ...]
 
 
-def bleu_counts(hypothesis: str, references: Sequence[str], n: int = 4) -> BleuCounts:
-    """BLEU statistics of one hypothesis against its references ("closest" reference length)."""
+def bleu_counts(
+    hypothesis: str, references: Sequence[str], n: int = 4, counts: tuple[Counter, Sequence[Counter]] | None = None
+) -> BleuCounts:
+    """BLEU statistics of one hypothesis against its references ("closest" reference length).
+
+    ``counts`` may pass ``ngram_counts`` of the hypothesis and of each reference, computed earlier.
+    """
+    hyp_counts, ref_counts = counts if counts is not None else (
+        ngram_counts(hypothesis, n), [ngram_counts(ref, n) for ref in references])
     max_counts: dict = {}
     lengths = []
-    for ref in references:
+    for ref, grams in zip(references, ref_counts):
         lengths.append(len(ref.split()))
-        for gram, count in ngram_counts(ref, n).items():
+        for gram, count in grams.items():
             max_counts[gram] = max(max_counts.get(gram, 0), count)
     testlen = len(hypothesis.split())
     reflen = min((abs(length - testlen), length) for length in lengths)[1]
     correct = [0] * n
-    for gram, count in ngram_counts(hypothesis, n).items():
+    for gram, count in hyp_counts.items():
         correct[len(gram) - 1] += min(max_counts.get(gram, 0), count)
     guess = tuple(max(0, testlen - k + 1) for k in range(1, n + 1))
     return BleuCounts(testlen, reflen, guess, tuple(correct))
@@ -72,13 +79,23 @@ def corpus_bleu(counts: Sequence[BleuCounts], n: int = 4) -> list[float]:
 
 
 def _lcs_length(a: list[str], b: list[str]) -> int:
-    previous = [0] * (len(b) + 1)
-    for word in a:
-        current = [0]
-        for j, other in enumerate(b):
-            current.append(previous[j] + 1 if word == other else max(previous[j + 1], current[j]))
-        previous = current
-    return previous[-1]
+    """Length of the longest common subsequence of two word lists (bit-parallel, exact).
+
+    Bit i of ``row`` stands for word i of ``a``; each word of ``b`` updates all of them with a
+    few integer operations (Crochemore et al., 2001), instead of a Python loop over ``a``.
+    Same result as the textbook dynamic programme, a word list long as a paragraph at a time.
+    """
+    if not a or not b:
+        return 0
+    positions: dict[str, int] = {}
+    for i, word in enumerate(a):
+        positions[word] = positions.get(word, 0) | (1 << i)
+    full = (1 << len(a)) - 1
+    row = full
+    for word in b:
+        matched = row & positions.get(word, 0)
+        row = ((row + matched) | (row - matched)) & full
+    return len(a) - row.bit_count()
 
 
 def rouge_l(hypothesis: str, references: Sequence[str], beta: float = 1.2) -> float:

@@ -38,13 +38,10 @@ def predicted_paragraph(events: VideoEvents | None) -> str:
     return normalize_paragraph(" ".join(s + ". " for s in events.sorted_by_start().sentences))
 
 
-def paragraph_scores(
-    predictions: Mapping[str, VideoEvents],
-    references: Sequence[ParagraphSet],
-    meteor: Meteor | None,
-    progress: bool = False,
-) -> dict[str, object]:
-    """Corpus paragraph scores ``{metric: value, ..., "videos": n}``; METEOR is None without Java."""
+def paragraph_texts(
+    predictions: Mapping[str, VideoEvents], references: Sequence[ParagraphSet]
+) -> tuple[list[str], list[str], list[list[str]]]:
+    """Videos with a paragraph reference, their predicted paragraphs and their normalised references."""
     video_ids: dict[str, None] = {}
     for ref in references:
         video_ids.update(dict.fromkeys(ref.paragraphs))
@@ -52,6 +49,17 @@ def paragraph_scores(
     for vid in video_ids:
         hyps.append(predicted_paragraph(predictions.get(vid)))
         refs.append([normalize_paragraph(r.paragraphs[vid]) for r in references if vid in r.paragraphs])
+    return list(video_ids), hyps, refs
+
+
+def paragraph_scores(
+    predictions: Mapping[str, VideoEvents],
+    references: Sequence[ParagraphSet],
+    meteor: Meteor | None,
+    progress: bool = False,
+) -> dict[str, object]:
+    """Corpus paragraph scores ``{metric: value, ..., "videos": n}``; METEOR is None without Java."""
+    video_ids, hyps, refs = paragraph_texts(predictions, references)
     result: dict[str, object] = {name: 0.0 for name in PARAGRAPH_METRICS}
     result["videos"] = len(hyps)
     result["predicted_videos"] = sum(1 for vid in video_ids if vid in predictions)

@@ -49,6 +49,23 @@ def soda_prf(total: float, num_predictions: int, num_references: int) -> tuple[f
     return precision, recall, f1
 
 
+def soda_requests(
+    predictions: Mapping[str, VideoEvents], reference: ReferenceSet, tokens: Mapping[str, str]
+) -> tuple[list[str], list[tuple], list[tuple[str, list[str]]]]:
+    """Videos scored, per-video (tIoU (R, P), rows, cols, first request) and the METEOR requests of SODA_c."""
+    video_ids = [vid for vid in reference.videos if vid in predictions]
+    layouts = []
+    requests: list[tuple[str, list[str]]] = []
+    for vid in video_ids:
+        pred = predictions[vid].sorted_by_start()
+        gold = reference.videos[vid].sorted_by_start()
+        overlap = tiou_matrix(gold.segments, pred.segments)  # (R, P), toolkit's argument order
+        rows, cols = np.nonzero(overlap > 0)
+        layouts.append((overlap, rows, cols, len(requests)))
+        requests.extend((tokens[gold.sentences[r]], [tokens[pred.sentences[c]]]) for r, c in zip(rows, cols))
+    return video_ids, layouts, requests
+
+
 def soda_c(
     predictions: Mapping[str, VideoEvents],
     reference: ReferenceSet,
@@ -61,16 +78,7 @@ def soda_c(
     Returns ``{"precision", "recall", "f1", "videos", "per_video": {video_id: f1}}``; only pairs
     that overlap in time are sent to METEOR, since the others contribute tIoU 0.
     """
-    video_ids = [vid for vid in reference.videos if vid in predictions]
-    layouts = []
-    requests: list[tuple[str, list[str]]] = []
-    for vid in video_ids:
-        pred = predictions[vid].sorted_by_start()
-        gold = reference.videos[vid].sorted_by_start()
-        overlap = tiou_matrix(gold.segments, pred.segments)  # (R, P), toolkit's argument order
-        rows, cols = np.nonzero(overlap > 0)
-        layouts.append((overlap, rows, cols, len(requests)))
-        requests.extend((tokens[gold.sentences[r]], [tokens[pred.sentences[c]]]) for r, c in zip(rows, cols))
+    video_ids, layouts, requests = soda_requests(predictions, reference, tokens)
     meteor_scores = np.asarray(meteor.segment_scores(meteor.statistics(requests, progress), progress))
     per_video, totals = {}, np.zeros((len(video_ids), 3))
     for k, vid in enumerate(tqdm(video_ids, desc=f"SODA_c {reference.name}", disable=not progress, leave=False)):
