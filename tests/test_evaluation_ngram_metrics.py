@@ -12,6 +12,7 @@ from cacmi_hf.evaluation.ngram_metrics import (
     _lcs_length,
     bleu_counts,
     cider_d,
+    cider_d_sets,
     corpus_bleu,
     ngram_counts,
     rouge_l,
@@ -117,3 +118,15 @@ def test_ngram_counts():
     counts = ngram_counts("a b a")
     assert counts[("a",)] == 2 and counts[("a", "b")] == 1 and counts[("a", "b", "a")] == 1
     assert sum(counts.values()) == 3 + 2 + 1
+
+
+def test_cider_d_sets_equals_cider_d_per_set():
+    rng = random.Random(7)
+    sets = [[(_sentence(rng), _sentence(rng, 1)) for _ in range(rng.randint(0, 7))] for _ in range(200)]
+    sets[3] = [("", "a man")]  # an empty hypothesis scores 0
+    sets[4] = [("a man runs", "a man runs")]  # one pair: every idf is log(1) = 0
+    ours = cider_d_sets(sets, ngram_counts)
+    expected = [cider_d([(ngram_counts(h), [ngram_counts(r)]) for h, r in s])[0] if s else 0.0 for s in sets]
+    assert ours.tolist() == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert ours[3] == ours[4] == 0.0 and sum(1 for s in sets if not s) > 0
+    assert cider_d_sets([], ngram_counts).shape == (0,) and cider_d_sets([[]], ngram_counts).tolist() == [0.0]

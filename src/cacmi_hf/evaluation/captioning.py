@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .io import ReferenceSet, VideoEvents
 from .localization import tiou_matrix
 from .meteor import Meteor
-from .ngram_metrics import BleuCounts, bleu_counts, cider_d, corpus_bleu, ngram_counts, rouge_l
+from .ngram_metrics import BleuCounts, bleu_counts, cider_d_sets, corpus_bleu, ngram_counts, rouge_l
 
 GARBAGE_REFERENCE = "abc123!@#"
 CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
@@ -85,7 +85,7 @@ class CaptionSetScorer:
                         self._rouge[pair] = rouge_l(pair[0], [pair[1]])
                 scores[i, :4] = corpus_bleu([self._bleu[p] for p in pairs])
                 scores[i, 5] = np.mean(np.array([self._rouge[p] for p in pairs]))
-                scores[i, 6] = cider_d([(self._ngrams(h), [self._ngrams(r)]) for h, r in pairs])[0]
+            scores[:, 6] = cider_d_sets(sets, self._ngrams)  # all sets at once; 0 for an empty set
             if meteor is not None:
                 scores[filled, 4] = meteor.result()
         if self.meteor is None:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
 
 BLEU_TINY = 1e-15
 BLEU_SMALL = 1e-9
@@ -166,3 +168,83 @@ def cider_d(
                 total[k] += value * penalty
         scores.append(sum(total) / n / len(refs) * 10.0)
     return sum(scores) / len(scores), scores
+
+
+def cider_d_sets(
+    sets: Sequence[Sequence[tuple[str, str]]], counts: Callable[[str], Counter], sigma: float = 6.0
+) -> np.ndarray:
+    """CIDEr-D of many sets of (hypothesis, reference) pairs at once -> (S,) set means, 0 for an empty set.
+
+    The same numbers as ``cider_d`` on each set (document frequencies per set, one reference per
+    pair), computed over all pairs of all sets with array operations: the dense-captioning protocol
+    scores ~20k small sets on ActivityNet, where a Python loop over n-grams per set dominated.
+    ``counts`` returns the ``ngram_counts`` of a sentence (e.g. a cache).
+    """
+    n = 4
+    scores = np.zeros(len(sets))
+    set_of, hyp_of, ref_of = [], [], []
+    sentence_id: dict[str, int] = {}
+    for s, pairs in enumerate(sets):
+        for hyp, ref in pairs:
+            set_of.append(s)
+            hyp_of.append(sentence_id.setdefault(hyp, len(sentence_id)))
+            ref_of.append(sentence_id.setdefault(ref, len(sentence_id)))
+    if not set_of:
+        return scores
+    # Every sentence's n-grams as CSR rows: gram id, term frequency, order (0-based).
+    gram_id: dict[tuple, int] = {}
+    grams, tfs, orders, row_ends, bigrams = [], [], [], [], []
+    for sentence in sentence_id:
+        length = 0
+        for gram, tf in counts(sentence).items():
+            grams.append(gram_id.setdefault(gram, len(gram_id)))
+            tfs.append(tf)
+            orders.append(len(gram) - 1)
+            if len(gram) == 2:  # coco-caption measures length in bigrams
+                length += tf
+        row_ends.append(len(grams))
+        bigrams.append(length)
+    grams_a, tfs_a, orders_a = np.array(grams, np.int64), np.array(tfs, np.float64), np.array(orders, np.int64)
+    row_ends_a = np.array(row_ends, np.int64)
+    row_starts = np.concatenate(([0], row_ends_a[:-1]))
+    set_of_a, hyp_of_a, ref_of_a = np.array(set_of), np.array(hyp_of), np.array(ref_of)
+    num_pairs, num_grams = len(set_of_a), max(len(gram_id), 1)
+
+    def entries(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pair index, position in the CSR arrays) of every n-gram of each pair's sentence ``rows[p]``."""
+        sizes = row_ends_a[rows] - row_starts[rows]  # (P,)
+        pair = np.repeat(np.arange(len(rows)), sizes)
+        offsets = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        return pair, row_starts[rows][pair] + offsets
+
+    ref_pair, ref_pos = entries(ref_of_a)
+    hyp_pair, hyp_pos = entries(hyp_of_a)
+    # Document frequency of (set, gram): pairs of the set whose reference holds the gram.
+    ref_keys = set_of_a[ref_pair] * num_grams + grams_a[ref_pos]
+    df_keys, df_counts = np.unique(ref_keys, return_counts=True)
+    set_sizes = np.bincount(set_of_a, minlength=len(sets)).astype(np.float64)
+    log_size = np.log(np.maximum(set_sizes, 1.0))
+
+    def weights(pair: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        keys = set_of_a[pair] * num_grams + grams_a[pos]
+        at = np.minimum(np.searchsorted(df_keys, keys), len(df_keys) - 1)
+        df = np.where(df_keys[at] == keys, df_counts[at], 0).astype(np.float64)
+        return tfs_a[pos] * (log_size[set_of_a[pair]] - np.log(np.maximum(1.0, df)))
+
+    w_ref, w_hyp = weights(ref_pair, ref_pos), weights(hyp_pair, hyp_pos)
+    slots = num_pairs * n
+    norm_ref = np.sqrt(np.bincount(ref_pair * n + orders_a[ref_pos], w_ref**2, slots))  # (P * n,)
+    norm_hyp = np.sqrt(np.bincount(hyp_pair * n + orders_a[hyp_pos], w_hyp**2, slots))
+    # Clipped products over the n-grams a hypothesis shares with its reference (ids are unique per sentence).
+    _, in_hyp, in_ref = np.intersect1d(hyp_pair * num_grams + grams_a[hyp_pos], ref_pair * num_grams + grams_a[ref_pos],
+                                       assume_unique=True, return_indices=True)
+    shared = np.minimum(w_hyp[in_hyp], w_ref[in_ref]) * w_ref[in_ref]
+    dot = np.bincount(hyp_pair[in_hyp] * n + orders_a[hyp_pos[in_hyp]], shared, slots)
+    both = (norm_hyp != 0) & (norm_ref != 0)
+    value = np.where(both, dot / np.where(both, norm_hyp * norm_ref, 1.0), dot).reshape(num_pairs, n)
+    delta = np.array(bigrams, np.float64)[hyp_of_a] - np.array(bigrams, np.float64)[ref_of_a]
+    penalty = np.e ** (-(delta**2) / (2 * sigma**2))
+    per_pair = (value * penalty[:, None]).sum(axis=1) / n * 10.0
+    filled = set_sizes > 0
+    scores[filled] = np.bincount(set_of_a, per_pair, len(sets))[filled] / set_sizes[filled]
+    return scores
