@@ -3,6 +3,7 @@
 import math
 import random
 
+import numpy as np
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
@@ -12,9 +13,10 @@ from cacmi_hf.evaluation.ngram_metrics import (
     _lcs_length,
     bleu_counts,
     cider_d,
-    cider_d_sets,
     corpus_bleu,
     ngram_counts,
+    ngram_set_scores,
+    ngram_table,
     rouge_l,
 )
 
@@ -120,13 +122,52 @@ def test_ngram_counts():
     assert sum(counts.values()) == 3 + 2 + 1
 
 
-def test_cider_d_sets_equals_cider_d_per_set():
-    rng = random.Random(7)
-    sets = [[(_sentence(rng), _sentence(rng, 1)) for _ in range(rng.randint(0, 7))] for _ in range(200)]
-    sets[3] = [("", "a man")]  # an empty hypothesis scores 0
-    sets[4] = [("a man runs", "a man runs")]  # one pair: every idf is log(1) = 0
-    ours = cider_d_sets(sets, ngram_counts)
-    expected = [cider_d([(ngram_counts(h), [ngram_counts(r)]) for h, r in s])[0] if s else 0.0 for s in sets]
-    assert ours.tolist() == pytest.approx(expected, rel=1e-12, abs=1e-15)
-    assert ours[3] == ours[4] == 0.0 and sum(1 for s in sets if not s) > 0
-    assert cider_d_sets([], ngram_counts).shape == (0,) and cider_d_sets([[]], ngram_counts).tolist() == [0.0]
+def _per_set_reference(sets):
+    """BLEU-1..4 and CIDEr-D of each set with the per-pair Python definitions (0 for an empty set)."""
+    rows = []
+    for items in sets:
+        if not items:
+            rows.append([0.0] * 5)
+            continue
+        bleu = corpus_bleu([bleu_counts(h, refs) for h, refs in items])
+        cider = cider_d([(ngram_counts(h), [ngram_counts(r) for r in refs]) for h, refs in items])[0]
+        rows.append([*bleu, cider])
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("max_refs", [1, 3])
+def test_ngram_set_scores_equal_per_set_definitions(max_refs):
+    rng = random.Random(7 + max_refs)
+    sets = [[(_sentence(rng), [_sentence(rng, 1) for _ in range(rng.randint(1, max_refs))])
+             for _ in range(rng.randint(0, 7))] for _ in range(200)]
+    sets[3] = [("", ["a man"])]  # an empty hypothesis: CIDEr 0, BLEU from the smoothing terms only
+    sets[4] = [("a man runs", ["a man runs"])]  # one pair: every idf is log(1) = 0
+    sets[5] = [("a b a b a", ["a b", "a a a b x y"])]  # clipping by the most frequent reference use
+    ours = ngram_set_scores(sets)
+    assert ours.shape == (200, 5)
+    np.testing.assert_allclose(ours, _per_set_reference(sets), rtol=1e-12, atol=1e-15)
+    assert ours[3, 4] == ours[4, 4] == 0.0 and sum(1 for s in sets if not s) > 0
+    assert (ours[[i for i, s in enumerate(sets) if not s]] == 0.0).all()
+    assert ngram_set_scores([]).shape == (0, 5) and ngram_set_scores([[]]).tolist() == [[0.0] * 5]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ngram_set_scores_equal_pycocoevalcap(seed, capsys):
+    pairs = _random_sets(seed)
+    ours = ngram_set_scores([[(res[i][0], gts[i]) for i in gts] for gts, res in pairs])
+    for (gts, res), row in zip(pairs, ours):
+        assert row[:4].tolist() == pytest.approx(Bleu(4).compute_score(gts, res, verbose=0)[0], rel=1e-12, abs=1e-15)
+        assert row[4] == pytest.approx(Cider().compute_score(gts, res)[0], rel=1e-12, abs=1e-15)
+
+
+def test_ngram_table_counts_every_ngram_once_per_sentence():
+    sentences = ["a b a b", "", "b", "a b a b"]
+    table = ngram_table(sentences)
+    assert table.lengths.tolist() == [4, 0, 1, 4]
+    for k, sentence in enumerate(sentences):
+        rows = slice(table.row_starts[k], table.row_ends[k])
+        assert sorted(table.tfs[rows].tolist()) == sorted(ngram_counts(sentence).values())
+        assert sorted((table.orders[rows] + 1).tolist()) == sorted(len(g) for g in ngram_counts(sentence))
+    first, last = slice(table.row_starts[0], table.row_ends[0]), slice(table.row_starts[3], table.row_ends[3])
+    assert table.grams[first].tolist() == table.grams[last].tolist()  # same sentence, same gram ids
+    assert len(set(table.grams[first].tolist())) == len(ngram_counts("a b a b"))

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .io import ReferenceSet, VideoEvents
 from .localization import tiou_matrix
 from .meteor import Meteor
-from .ngram_metrics import BleuCounts, bleu_counts, cider_d_sets, corpus_bleu, ngram_counts, rouge_l
+from .ngram_metrics import ngram_set_scores, rouge_l
 
 GARBAGE_REFERENCE = "abc123!@#"
 CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
@@ -49,43 +49,43 @@ def caption_pairs(
 
 
 class CaptionSetScorer:
-    """Scores sets of tokenised (hypothesis, reference) pairs, caching every per-pair quantity."""
+    """Scores sets of tokenised (hypothesis, reference) pairs; METEOR and ROUGE-L once per distinct pair."""
 
     def __init__(self, meteor: Meteor | None):
         self.meteor = meteor
-        self._counts: dict[str, object] = {}
-        self._bleu: dict[tuple[str, str], BleuCounts] = {}
         self._rouge: dict[tuple[str, str], float] = {}
-
-    def _ngrams(self, text: str):
-        if text not in self._counts:
-            self._counts[text] = ngram_counts(text)
-        return self._counts[text]
 
     def _meteor_scores(self, sets: Sequence[Sequence[tuple[str, str]]], filled: list[int], progress: bool) -> list[float]:
         """Aggregate METEOR of each non-empty set (one statistics request per distinct pair)."""
         requests = meteor_requests([sets[i] for i in filled])
         stats = dict(zip(((h, r[0]) for h, r in requests), self.meteor.statistics(requests, progress)))
-        return self.meteor.aggregate([[stats[p] for p in sets[i]] for i in filled], progress)
+        return self.meteor.aggregate([[stats[p] for p in sets[i]] for i in filled])
 
     def score_sets(self, sets: Sequence[Sequence[tuple[str, str]]], progress: bool = False) -> np.ndarray:
         """Scores (S, 7) in ``CAPTION_METRICS`` order; zeros for empty sets, METEOR NaN without Java."""
+        # A set's scores depend only on its pairs, and thresholds often give a video the same set
+        # (a quarter of ActivityNet val's sets repeat): score each distinct set once.
+        distinct = {tuple(pairs): None for pairs in sets}
+        position = {pairs: k for k, pairs in enumerate(distinct)}
+        scores = self._score_distinct(list(distinct), progress)
+        return scores[[position[tuple(pairs)] for pairs in sets]] if len(sets) else scores
+
+    def _score_distinct(self, sets: Sequence[Sequence[tuple[str, str]]], progress: bool) -> np.ndarray:
         scores = np.zeros((len(sets), len(CAPTION_METRICS)))
         filled = [i for i, pairs in enumerate(sets) if pairs]
         # METEOR runs in its Java process; a thread feeds it while this one computes the pure-Python
         # metrics, so the two use both cores instead of taking turns (same numbers, less wall time).
         with ThreadPoolExecutor(max_workers=1) as pool:
             meteor = pool.submit(self._meteor_scores, sets, filled, progress) if self.meteor is not None else None
-            for i in tqdm(filled, desc="BLEU/ROUGE-L/CIDEr", unit="set", disable=not progress, leave=False):
-                pairs = sets[i]
-                for pair in pairs:
-                    if pair not in self._bleu:
-                        hyp, ref = pair
-                        self._bleu[pair] = bleu_counts(hyp, [ref], counts=(self._ngrams(hyp), [self._ngrams(ref)]))
-                        self._rouge[pair] = rouge_l(pair[0], [pair[1]])
-                scores[i, :4] = corpus_bleu([self._bleu[p] for p in pairs])
-                scores[i, 5] = np.mean(np.array([self._rouge[p] for p in pairs]))
-            scores[:, 6] = cider_d_sets(sets, self._ngrams)  # all sets at once; 0 for an empty set
+            ngram = ngram_set_scores([[(h, (r,)) for h, r in pairs] for pairs in sets])  # (S, 5), 0 for an empty set
+            scores[:, :4], scores[:, 6] = ngram[:, :4], ngram[:, 4]
+            pairs = [p for i in filled for p in sets[i]]
+            for pair in tqdm(dict.fromkeys(pairs), desc="ROUGE-L", unit="pair", disable=not progress, leave=False):
+                if pair not in self._rouge:
+                    self._rouge[pair] = rouge_l(pair[0], [pair[1]])
+            owner = np.repeat(np.array(filled, np.int64), [len(sets[i]) for i in filled])
+            rouge = np.fromiter((self._rouge[p] for p in pairs), np.float64, len(pairs))
+            scores[filled, 5] = np.bincount(owner, rouge, len(sets))[filled] / np.bincount(owner, None, len(sets))[filled]
             if meteor is not None:
                 scores[filled, 4] = meteor.result()
         if self.meteor is None:

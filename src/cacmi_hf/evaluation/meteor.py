@@ -253,7 +253,7 @@ class Meteor:
         self._compute(keys, progress)
         return [self._stats[k] for k in keys]
 
-    def aggregate(self, groups: Sequence[Sequence[str]], progress: bool = False) -> list[float]:
+    def aggregate(self, groups: Sequence[Sequence[str]]) -> list[float]:
         """Aggregate METEOR of each group of statistics: the score of their sum (0.0 for an empty group)."""
         sizes = [len(g) for g in groups]
         rows = parse_statistics([s for g in groups for s in g])  # (sum(sizes), 23)
@@ -264,7 +264,7 @@ class Meteor:
         scores = meteor_from_statistics(sums)
         return [float(x) if n else 0.0 for x, n in zip(scores, sizes)]
 
-    def segment_scores(self, stats: Sequence[str], progress: bool = False) -> list[float]:
+    def segment_scores(self, stats: Sequence[str]) -> list[float]:
         """METEOR score of each single segment's statistics."""
         return meteor_from_statistics(parse_statistics(stats)).tolist()
 

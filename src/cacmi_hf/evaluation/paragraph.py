@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .io import ParagraphSet, VideoEvents
 from .meteor import Meteor
-from .ngram_metrics import bleu_counts, cider_d, corpus_bleu, ngram_counts, rouge_l
+from .ngram_metrics import ngram_set_scores, rouge_l
 
 PARAGRAPH_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 _NOT_LETTER = re.compile(r"[^a-zA-Z]")
@@ -67,16 +67,16 @@ def paragraph_scores(
         return result
 
     def meteor_score() -> float:
-        return meteor.aggregate([meteor.statistics(list(zip(hyps, refs)), progress)], progress)[0]
+        return meteor.aggregate([meteor.statistics(list(zip(hyps, refs)), progress)])[0]
 
     # As for the caption sets: METEOR's Java process works while this thread computes the n-gram metrics.
     with ThreadPoolExecutor(max_workers=1) as pool:
         meteor_future = pool.submit(meteor_score) if meteor is not None else None
-        bleu = corpus_bleu([bleu_counts(h, r) for h, r in zip(hyps, refs)])
-        result.update(zip(PARAGRAPH_METRICS[:4], bleu))
+        ngram = ngram_set_scores([list(zip(hyps, refs))])[0]  # BLEU-1..4, CIDEr-D of the one corpus-level set
+        result.update(zip(PARAGRAPH_METRICS[:4], ngram[:4].tolist()))
         rouge = [rouge_l(h, r) for h, r in tqdm(list(zip(hyps, refs)), desc="paragraph ROUGE-L",
                                               disable=not progress, leave=False)]
         result["ROUGE_L"] = float(np.mean(np.array(rouge)))
-        result["CIDEr"] = cider_d([(ngram_counts(h), [ngram_counts(x) for x in r]) for h, r in zip(hyps, refs)])[0]
+        result["CIDEr"] = float(ngram[4])
         result["METEOR"] = meteor_future.result() if meteor_future is not None else None
     return result

@@ -79,7 +79,7 @@ def soda_c(
     that overlap in time are sent to METEOR, since the others contribute tIoU 0.
     """
     video_ids, layouts, requests = soda_requests(predictions, reference, tokens)
-    meteor_scores = np.asarray(meteor.segment_scores(meteor.statistics(requests, progress), progress))
+    meteor_scores = np.asarray(meteor.segment_scores(meteor.statistics(requests, progress)))
     per_video, totals = {}, np.zeros((len(video_ids), 3))
     for k, vid in enumerate(tqdm(video_ids, desc=f"SODA_c {reference.name}", disable=not progress, leave=False)):
         overlap, rows, cols, start = layouts[k]
