@@ -125,7 +125,8 @@ def evaluate_dense_captions(
     raw += [s for ref in refs for ev in ref.videos.values() for s in ev.sentences]
     unique = list(dict.fromkeys(raw))
     tokens = dict(zip(unique, tokenizer.tokenize([remove_nonascii(s) for s in unique])))
-    para_hyps, para_refs = paragraph_texts(preds, paragraphs)[1:] if paragraphs else ([], [])
+    para_texts = paragraph_texts(preds, paragraphs) if paragraphs else ([], [], [])
+    _, para_hyps, para_refs = para_texts
     if own_meteor:
         # Knowing every sentence of the run, METEOR loads only the paraphrases they can use (seconds, not ~45 s).
         meteor = Meteor(java, texts=[*tokens.values(), *para_hyps, *(r for refs_ in para_refs for r in refs_)],
@@ -145,7 +146,8 @@ def evaluate_dense_captions(
             # Queue every alignment of the run up front, so METEOR never waits for Python: the
             # n-gram metrics, SODA_c's matching and the paragraph metrics run beside it.
             meteor.prefetch([meteor_requests(sets)], progress)
-            groups = [soda_requests(preds, ref, tokens)[2] for ref in refs] if soda else []
+            soda_layouts = [soda_requests(preds, ref, tokens) for ref in refs] if soda else []
+            groups = [layout[2] for layout in soda_layouts]
             meteor.prefetch(groups + ([list(zip(para_hyps, para_refs))] if paragraphs else []), progress)
         captions = caption_scores(
             capped, refs, video_ids, thresholds, tokens, CaptionSetScorer(meteor), progress, sets=sets
@@ -153,8 +155,11 @@ def evaluate_dense_captions(
 
         soda_results = None
         if soda and meteor is not None:
-            soda_results = {ref.name: soda_c(preds, ref, tokens, meteor, progress) for ref in refs}
-        para = paragraph_scores(preds, paragraphs, meteor, progress) if paragraphs else None
+            soda_results = {
+                ref.name: soda_c(preds, ref, tokens, meteor, progress, requests=layout)
+                for ref, layout in zip(refs, soda_layouts)
+            }
+        para = paragraph_scores(preds, paragraphs, meteor, progress, texts=para_texts) if paragraphs else None
     finally:
         if own_meteor:
             meteor.close()

@@ -57,9 +57,13 @@ def paragraph_scores(
     references: Sequence[ParagraphSet],
     meteor: Meteor | None,
     progress: bool = False,
+    texts: tuple[list[str], list[str], list[list[str]]] | None = None,
 ) -> dict[str, object]:
-    """Corpus paragraph scores ``{metric: value, ..., "videos": n}``; METEOR is None without Java."""
-    video_ids, hyps, refs = paragraph_texts(predictions, references)
+    """Corpus paragraph scores ``{metric: value, ..., "videos": n}``; METEOR is None without Java.
+
+    ``texts`` may pass ``paragraph_texts`` of the same arguments, computed earlier.
+    """
+    video_ids, hyps, refs = texts if texts is not None else paragraph_texts(predictions, references)
     result: dict[str, object] = {name: 0.0 for name in PARAGRAPH_METRICS}
     result["videos"] = len(hyps)
     result["predicted_videos"] = sum(1 for vid in video_ids if vid in predictions)
