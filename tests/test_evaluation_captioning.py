@@ -84,6 +84,18 @@ def test_meteor_is_asked_once_per_distinct_pair_and_aggregated_per_set():
     np.testing.assert_array_equal(scores[:, 4], [3.0, 0.0, 1.0])
 
 
+def test_repeated_sets_are_scored_once_and_keep_their_place():
+    meteor = RecordingMeteor()
+    first, second = [("a", "b"), ("c", "d")], [("c", "d")]
+    sets = [first, second, [], list(first), second, []]
+    scores = CaptionSetScorer(meteor).score_sets(sets)
+    assert meteor.groups == [["a>b", "c>d"], ["c>d"]]  # one METEOR aggregate per distinct non-empty set
+    alone = np.concatenate([CaptionSetScorer(RecordingMeteor()).score_sets([s]) for s in sets])
+    np.testing.assert_array_equal(scores, alone)  # same rows, in the given order
+    np.testing.assert_array_equal(scores[0], scores[3])
+    assert not np.array_equal(scores[0], scores[1])
+
+
 class FailingMeteor(RecordingMeteor):
     def statistics(self, requests, progress=False):
         raise RuntimeError("METEOR (Java) stopped while METEOR statistics (exit code 1): boom")
