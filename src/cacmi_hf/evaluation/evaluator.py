@@ -156,7 +156,7 @@ def evaluate_dense_captions(
         soda_results = None
         if soda and meteor is not None:
             soda_results = {
-                ref.name: soda_c(preds, ref, tokens, meteor, progress, requests=layout)
+                ref.name: soda_c(preds, ref, tokens, meteor, progress, prepared=layout)
                 for ref, layout in zip(refs, soda_layouts)
             }
         para = paragraph_scores(preds, paragraphs, meteor, progress, texts=para_texts) if paragraphs else None

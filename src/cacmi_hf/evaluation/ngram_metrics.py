@@ -3,17 +3,19 @@
 Same formulas and constants as pycocoevalcap's ``Bleu(4)`` (corpus BLEU, "closest" reference
 length, 1e-15 / 1e-9 smoothing), ``Rouge`` (LCS F-measure, beta 1.2, best precision and best
 recall over references) and ``Cider`` (CIDEr-D: document frequencies over the references of
-the scored set, clipped tf-idf cosine, Gaussian length penalty sigma 6, times 10). They are
-split into a per-pair part that can be cached (n-gram counts, BLEU counts, ROUGE-L) and a
-per-set aggregation, because the dense-captioning protocol scores the same caption pairs in
-many sets (videos x thresholds). The tests check equality with pycocoevalcap itself.
+the scored set, clipped tf-idf cosine, Gaussian length penalty sigma 6, times 10).
+
+``ngram_counts`` / ``bleu_counts`` / ``corpus_bleu`` / ``cider_d`` are the readable per-pair
+definitions; the evaluator scores with ``ngram_set_scores``, their array form over many sets at
+once (the dense-captioning protocol scores ~20k small sets on ActivityNet). The tests check the
+definitions against pycocoevalcap itself and the array form against the definitions.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -231,15 +233,18 @@ def _entries(table: NgramTable, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return owner, table.row_starts[rows][owner] + offsets
 
 
+def _run_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """Index of the first of each run of equal values in ``sorted_keys``."""
+    return np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]) if len(sorted_keys) else np.zeros(0, np.int64)
+
+
 def _counted(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values of ``keys`` and how often each occurs.
 
     By sorting: numpy 2.4's hash-based ``np.unique`` took 20 s on 4.4 M int64 keys here, a sort 0.5 s.
     """
     keys = np.sort(keys)
-    if not len(keys):
-        return keys, np.zeros(0, np.int64)
-    firsts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    firsts = _run_starts(keys)
     return keys[firsts], np.diff(np.r_[firsts, len(keys)])
 
 
@@ -259,9 +264,8 @@ def ngram_set_scores(
     Each set is what one pycocoevalcap ``Bleu(4)`` / ``Cider`` call scores: BLEU from the set's summed
     statistics ("closest" reference length), CIDEr-D the mean over its hypotheses with document
     frequencies from the set's references. The same numbers as ``corpus_bleu``/``bleu_counts`` and
-    ``cider_d`` per set (tested), computed over all sets with array operations: the dense-captioning
-    protocol scores ~20k small sets on ActivityNet, where Python loops over n-grams dominated. An empty
-    set scores 0.
+    ``cider_d`` per set (tested), computed over all sets with array operations: Python loops over
+    n-grams dominated the evaluation. An empty set scores 0.
     """
     scores = np.zeros((len(sets), n + 1))
     index: dict[str, int] = {}
@@ -294,7 +298,7 @@ def ngram_set_scores(
     # BLEU: clipped matches against the most frequent use of each gram among an item's references.
     order = np.argsort(ref_keys)
     sorted_ref_keys = ref_keys[order]
-    firsts = np.flatnonzero(np.r_[True, sorted_ref_keys[1:] != sorted_ref_keys[:-1]])
+    firsts = _run_starts(sorted_ref_keys)
     best_keys = sorted_ref_keys[firsts]
     best_tf = np.maximum.reduceat(table.tfs[ref_pos][order], firsts)
     at, found = _lookup(best_keys, hyp_keys)
@@ -342,6 +346,6 @@ def ngram_set_scores(
     penalty = np.e ** (-(delta**2) / (2 * sigma**2))
     per_ref = (value * penalty[:, None]).sum(axis=1)  # (R,)
     per_item = np.bincount(ref_item_a, per_ref, num_items) / n / np.maximum(refs_per_item, 1.0) * 10.0
-    scores[:, n] = np.where(filled, per_set(per_item) / np.maximum(set_sizes, 1.0), 0.0)
-    scores[~filled] = 0.0
+    scores[:, n] = per_set(per_item) / np.maximum(set_sizes, 1.0)
+    scores[~filled] = 0.0  # BLEU's smoothing terms would give an empty set a score
     return scores

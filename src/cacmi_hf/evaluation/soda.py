@@ -72,15 +72,15 @@ def soda_c(
     tokens: Mapping[str, str],
     meteor: Meteor,
     progress: bool = False,
-    requests: tuple[list[str], list[tuple], list[tuple[str, list[str]]]] | None = None,
+    prepared: tuple[list[str], list[tuple], list[tuple[str, list[str]]]] | None = None,
 ) -> dict[str, object]:
     """SODA_c of the predictions against one reference file.
 
     Returns ``{"precision", "recall", "f1", "videos", "per_video": {video_id: f1}}``; only pairs
-    that overlap in time are sent to METEOR, since the others contribute tIoU 0. ``requests`` may
+    that overlap in time are sent to METEOR, since the others contribute tIoU 0. ``prepared`` may
     pass ``soda_requests`` of the same arguments, computed earlier.
     """
-    video_ids, layouts, requests = requests if requests is not None else soda_requests(predictions, reference, tokens)
+    video_ids, layouts, requests = prepared if prepared is not None else soda_requests(predictions, reference, tokens)
     meteor_scores = np.asarray(meteor.segment_scores(meteor.statistics(requests, progress)))
     per_video, totals = {}, np.zeros((len(video_ids), 3))
     for k, vid in enumerate(tqdm(video_ids, desc=f"SODA_c {reference.name}", disable=not progress, leave=False)):
