@@ -72,12 +72,13 @@ def prepare(data: Path, dataset: str, subset: int | None, out: Path) -> dict:
             for k, v in files.items()}
 
 
-def run_ours(files: dict) -> dict:
+def run_ours(files: dict, threads: int | None = None) -> dict:
     """One evaluation with cacmi_hf; scores in the toolkit's layout."""
     from cacmi_hf.evaluation import evaluate_dense_captions
 
     start_wall, start_cpu = time.perf_counter(), _cpu()
-    out = evaluate_dense_captions(files["pred"], files["refs"], paragraph_references=files["paras"])
+    out = evaluate_dense_captions(files["pred"], files["refs"], paragraph_references=files["paras"],
+                                  meteor_threads=threads)
     wall, cpu = time.perf_counter() - start_wall, _cpu() - start_cpu
     keys = list(out["per_tiou"])
     dvc = {m: [out["per_tiou"][k][m] for k in keys] for m in out["per_tiou"][keys[0]] if m != "F1"}
@@ -126,10 +127,12 @@ def max_difference(a: dict, b: dict) -> float:
     return max(diffs)
 
 
-def _child(mode: str, files: dict, toolkit: str | None) -> dict:
+def _child(mode: str, files: dict, toolkit: str | None, threads: int | None = None) -> dict:
     command = [sys.executable, __file__, "--_child", mode, "--_files", json.dumps(files)]
     if toolkit:
         command += ["--toolkit", toolkit]
+    if threads:
+        command += ["--meteor-threads", str(threads)]
     env = {**os.environ, **TIMING_ENV}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -144,6 +147,7 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=None, help="first N videos of the (first) reference file")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--toolkit", default=None, help="folder of the reference toolkit scripts (see module docs)")
+    parser.add_argument("--meteor-threads", type=int, default=None, help="METEOR aligner threads (default: per core, <= 4)")
     parser.add_argument("--json", type=Path, default=None, help="also write all measurements here")
     parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_files", default=None, help=argparse.SUPPRESS)
@@ -151,7 +155,7 @@ def main() -> None:
 
     if args._child:
         files = json.loads(args._files)
-        result = run_ours(files) if args._child == "ours" else run_toolkit(files, Path(args.toolkit))
+        result = run_ours(files, args.meteor_threads) if args._child == "ours" else run_toolkit(files, Path(args.toolkit))
         print(json.dumps(result))
         return
 
@@ -159,7 +163,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in args.datasets:
             files = prepare(args.data, dataset, args.subset, Path(tmp))
-            ours = [_child("ours", files, None) for _ in range(args.repeats)]
+            ours = [_child("ours", files, None, args.meteor_threads) for _ in range(args.repeats)]
             toolkit = [_child("toolkit", files, args.toolkit) for _ in range(args.repeats)] if args.toolkit else []
             record = {"dataset": dataset, "videos": files["videos"], "ours": ours, "toolkit": toolkit}
             records.append(record)

@@ -28,6 +28,13 @@ def meteor():
     return shared_meteor()
 
 
+@pytest.fixture(scope="module")
+def jar_meteor():
+    """The jar's own -stdio loop (it also answers EVAL lines); no sentence needs its paraphrases."""
+    with Meteor(texts=["a"], driver="jar") as process:
+        yield process
+
+
 def test_equals_pycocoevalcap(meteor):
     stats = meteor.statistics(list(zip(HYPOTHESES, REFERENCES)))
     assert meteor.segment_scores(stats) == pytest.approx(COCO_SEGMENTS, abs=1e-12)
@@ -74,7 +81,7 @@ def _java_eval(meteor, groups):
     return segments, aggregates
 
 
-def test_scores_from_statistics_equal_the_jar(meteor):
+def test_scores_from_statistics_equal_the_jar(meteor, jar_meteor):
     rng = random.Random(0)
     words = "a man woman dog is are runs running plays playing the ball on in with guitar".split()
     pairs = [(" ".join(rng.choice(words) for _ in range(rng.randint(0, 9))),
@@ -88,7 +95,7 @@ def test_scores_from_statistics_equal_the_jar(meteor):
         groups.append(stats[start:start + size])
         start += size
     groups.append([stats[-4]] * 3 + [stats[-1]])  # whole matches add no chunk to a sum
-    java_segments, java_aggregates = _java_eval(meteor, groups)
+    java_segments, java_aggregates = _java_eval(jar_meteor, groups)
     ours = meteor_from_statistics(parse_statistics([s for g in groups for s in g]))
     assert np.abs(ours - np.array(java_segments)).max() <= 1e-15  # Math.pow may differ by one ulp
     assert np.abs(np.array(meteor.aggregate(groups)) - np.array(java_aggregates)).max() <= 1e-15

@@ -58,6 +58,7 @@ def evaluate_dense_captions(
     java: str = "java",
     meteor: Meteor | None = None,
     meteor_processes: int = 1,
+    meteor_threads: int | None = None,
     per_video: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -82,6 +83,8 @@ def evaluate_dense_captions(
         meteor_processes: Java processes sharing this call's alignments when it starts its own
             METEOR (each loads only the paraphrases of this run's sentences, in seconds). One by
             default: on two cores a second process competes with the n-gram metrics and was slower.
+        meteor_threads: aligner threads in that process (default: one per CPU core, at most 4;
+            see ``Meteor``).
         per_video: also return each video's scores (mean over thresholds).
         progress: show progress bars.
 
@@ -130,7 +133,7 @@ def evaluate_dense_captions(
     if own_meteor:
         # Knowing every sentence of the run, METEOR loads only the paraphrases they can use (seconds, not ~45 s).
         meteor = Meteor(java, texts=[*tokens.values(), *para_hyps, *(r for refs_ in para_refs for r in refs_)],
-                        processes=meteor_processes)
+                        processes=meteor_processes, threads=meteor_threads)
     try:
 
         num_t, num_v = len(thresholds), len(video_ids)

@@ -1,18 +1,19 @@
 """One METEOR 1.5 process for a whole evaluation run, fed in pipelined batches.
 
-This drives the jar bundled with pycocoevalcap with the very command line coco-caption uses
-(``-stdio -l en -norm``) and its text protocol: ``SCORE ||| ref ||| ... ||| hyp`` returns the
-sufficient statistics of one segment; ``EVAL ||| stats ||| stats ...`` returns the score of each
-segment and then the aggregate METEOR of the group (computed from the summed statistics, which
-is what coco-caption reports for a set of captions). The reference toolkit talks to the process
-one line at a time; here a writer thread streams all requests while the reader collects the
-answers, and statistics are cached per distinct (hypothesis, references) so a pair shared by
+This runs the jar bundled with pycocoevalcap with coco-caption's options (``-l en -norm``) and
+its text protocol: ``SCORE ||| ref ||| ... ||| hyp`` returns the sufficient statistics of one
+segment. By default the lines are answered by the package's driver (``meteor_driver``), which
+calls the same jar classes from several threads and normalises each distinct sentence once;
+without a JDK to compile it, by the jar's own ``-stdio`` loop. The reference toolkit talks to the
+process one line at a time; here a writer thread streams all requests while the reader collects
+the answers, and statistics are cached per distinct (hypothesis, references) so a pair shared by
 several tIoU thresholds is scored once.
 
-Only the alignment (``SCORE``) needs Java. Scores from statistics (what ``EVAL`` returns) are a
-closed formula, computed here with the jar's own arithmetic (``meteor_from_statistics``): the jar
-parses every ``EVAL`` field with ``java.util.Scanner``, which made the aggregates of a whole
-ActivityNet val cost more time than the alignments themselves. The tests check the two agree.
+Only the alignment (``SCORE``) needs Java. Scores from statistics (what the jar's ``EVAL``
+returns) are a closed formula, computed here with the jar's own arithmetic
+(``meteor_from_statistics``): the jar parses every ``EVAL`` field with ``java.util.Scanner``,
+which made the aggregates of a whole ActivityNet val cost more time than the alignments
+themselves. The tests check the two agree.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from .meteor_driver import MAIN_CLASS, driver_classpath
 from .paraphrase_table import write_paraphrase_subset
 from .tokenization import find_java, pycocoevalcap_file
 
@@ -104,22 +106,46 @@ class Meteor:
         memory: str = "2G",
         texts: Iterable[str] | None = None,
         processes: int = 1,
+        threads: int | None = None,
+        driver: str = "auto",
         _table_args: Sequence[str] = (),
     ):
         """Start METEOR; with ``texts`` (every sentence it will see) it loads only the paraphrase entries they can use.
 
         A process given ``texts`` must only score those sentences (else paraphrase matches could be
-        missed); without, it loads the whole table (~45 s of CPU) and scores anything. With
-        ``processes`` > 1, large batches of alignments are split between that many Java processes
-        (worth it once the cut table makes each start cheap: the aligner itself is single-threaded).
+        missed); without, it loads the whole table (~45 s of CPU) and scores anything.
+        ``driver="auto"`` runs the package's driver (``meteor_driver``: ``threads`` aligner threads
+        in one JVM, default one per CPU core up to 4, each distinct sentence normalised once)
+        when a JDK can compile it, else the jar's own ``-stdio`` loop (``driver="jar"``); both
+        give the same statistics. ``driver="threads"`` fails instead of falling back. With
+        ``processes`` > 1, large batches are also split between that many Java processes.
         """
         if processes < 1:
             raise ValueError(f"processes must be >= 1, got {processes}.")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}.")
+        if driver not in ("auto", "threads", "jar"):
+            raise ValueError(f"driver must be 'auto', 'threads' or 'jar', got {driver!r}.")
         java_path = find_java(java)
         jar = pycocoevalcap_file("meteor", "meteor-1.5.jar")
+        classes = None
+        if driver != "jar":
+            try:
+                classes = driver_classpath(java_path, jar)
+            except (OSError, RuntimeError) as err:
+                if driver == "threads":
+                    raise
+                warnings.warn(f"Using the jar's single-threaded METEOR loop (same scores, slower): {err}", stacklevel=2)
+            if classes is None and driver == "threads":
+                raise RuntimeError("driver='threads' needs javac (a JDK), e.g. `apt-get install default-jdk-headless`.")
+        self.threads = (threads or min(os.cpu_count() or 1, 4)) if classes is not None else 1
         # Serial GC: same scores, about a quarter less CPU to load the paraphrase table.
-        command = [java_path, "-XX:+UseSerialGC", "-jar", f"-Xmx{memory}", str(jar),
-                   "-", "-", "-stdio", "-l", "en", "-norm"]
+        if classes is None:
+            command = [java_path, "-XX:+UseSerialGC", "-jar", f"-Xmx{memory}", str(jar), "-", "-", "-stdio"]
+        else:
+            command = [java_path, "-XX:+UseSerialGC", f"-Xmx{memory}", "-cp", f"{jar}{os.pathsep}{classes}",
+                       MAIN_CLASS, str(self.threads)]
+        command += ["-l", "en", "-norm"]
         self._table_dir: str | None = None
         self._helpers: list[Meteor] = []
         table_args = list(_table_args)
@@ -137,7 +163,8 @@ class Meteor:
         self._pending = 0  # prefetch batches queued or running
         self._last_prefetch: threading.Thread | None = None
         self._prefetch_error: BaseException | None = None
-        self._helpers = [Meteor(java, memory, _table_args=table_args) for _ in range(processes - 1)]
+        self._helpers = [Meteor(java, memory, processes=1, threads=threads, driver=driver, _table_args=table_args)
+                         for _ in range(processes - 1)]
 
     def _paraphrase_subset(self, jar: Path, texts: Iterable[str]) -> list[str]:
         """``-a`` arguments for a paraphrase table cut to ``texts``, or none when it cannot be made."""
