@@ -10,7 +10,9 @@ from cacmi_hf.evaluation.captioning import (
     caption_pairs,
     caption_scores,
 )
+from cacmi_hf.evaluation import captioning
 from cacmi_hf.evaluation.io import load_predictions, load_references
+from cacmi_hf.evaluation.meteor import aggregate_statistics, parse_statistics
 from cacmi_hf.evaluation.ngram_metrics import rouge_l
 
 REFS = load_references([
@@ -61,35 +63,50 @@ def test_caption_scores_layout_is_thresholds_by_videos():
     assert np.all(scores[:, 0, 0] < 1e-12)  # "x"/"y" share no word: only BLEU's 1e-15 smoothing
 
 
+# Real METEOR statistics lines (the jar's answers for two caption pairs).
+STATISTICS = {
+    "a>b": "5.0 6.0 2.0 3.0 1.0 1.0 2.0 2.0 1.0 1.0 0.0 0.0 0.0 0.0 0.0 0.0 1.0 1.0 0.0 0.0 2.0 5.0 5.0",
+    "c>d": "3.0 3.0 1.0 1.0 0.0 0.0 1.0 1.0 1.0 1.0 0.0 0.0 1.0 1.0 0.0 0.0 0.0 0.0 0.0 0.0 1.0 3.0 3.0",
+}
+
+
+def _meteor_of(*pairs):
+    """Aggregate METEOR of the named pairs' statistics, computed directly."""
+    return aggregate_statistics(parse_statistics([STATISTICS[p] for p in pairs]), [len(pairs)])[0]
+
+
 class RecordingMeteor:
     """Java-free stand-in recording what a scorer asks METEOR for."""
 
     def __init__(self):
-        self.requests, self.groups = [], []
+        self.requests = []
 
-    def statistics(self, requests, progress=False):
+    def statistics_array(self, requests, progress=False):
         self.requests.extend(requests)
-        return [f"{h}>{r[0]}" for h, r in requests]
-
-    def aggregate(self, groups, progress=False):
-        self.groups.extend(groups)
-        return [float(len(g)) for g in groups]
+        return parse_statistics([STATISTICS[f"{h}>{r[0]}"] for h, r in requests])
 
 
 def test_meteor_is_asked_once_per_distinct_pair_and_aggregated_per_set():
     meteor = RecordingMeteor()
     scores = CaptionSetScorer(meteor).score_sets([[("a", "b"), ("a", "b"), ("c", "d")], [], [("a", "b")]])
     assert meteor.requests == [("a", ["b"]), ("c", ["d"])]  # distinct pairs only
-    assert meteor.groups == [["a>b", "a>b", "c>d"], ["a>b"]]  # duplicates stay in their set
-    np.testing.assert_array_equal(scores[:, 4], [3.0, 0.0, 1.0])
+    # Duplicates stay in their set: its statistics are summed with "a>b" twice.
+    np.testing.assert_allclose(scores[:, 4], [_meteor_of("a>b", "a>b", "c>d"), 0.0, _meteor_of("a>b")], rtol=1e-15)
+    assert _meteor_of("a>b", "a>b", "c>d") != pytest.approx(_meteor_of("a>b", "c>d"))
 
 
-def test_repeated_sets_are_scored_once_and_keep_their_place():
-    meteor = RecordingMeteor()
+def test_repeated_sets_are_scored_once_and_keep_their_place(monkeypatch):
+    sizes = []
+
+    def recording(rows, group_sizes):
+        sizes.append(list(group_sizes))
+        return aggregate_statistics(rows, group_sizes)
+
+    monkeypatch.setattr(captioning, "aggregate_statistics", recording)
     first, second = [("a", "b"), ("c", "d")], [("c", "d")]
     sets = [first, second, [], list(first), second, []]
-    scores = CaptionSetScorer(meteor).score_sets(sets)
-    assert meteor.groups == [["a>b", "c>d"], ["c>d"]]  # one METEOR aggregate per distinct non-empty set
+    scores = CaptionSetScorer(RecordingMeteor()).score_sets(sets)
+    assert sizes == [[2, 1]]  # one METEOR aggregate per distinct non-empty set
     alone = np.concatenate([CaptionSetScorer(RecordingMeteor()).score_sets([s]) for s in sets])
     np.testing.assert_array_equal(scores, alone)  # same rows, in the given order
     np.testing.assert_array_equal(scores[0], scores[3])
@@ -97,7 +114,7 @@ def test_repeated_sets_are_scored_once_and_keep_their_place():
 
 
 class FailingMeteor(RecordingMeteor):
-    def statistics(self, requests, progress=False):
+    def statistics_array(self, requests, progress=False):
         raise RuntimeError("METEOR (Java) stopped while METEOR statistics (exit code 1): boom")
 
 

@@ -37,6 +37,7 @@ def jar_meteor():
 
 def test_equals_pycocoevalcap(meteor):
     stats = meteor.statistics(list(zip(HYPOTHESES, REFERENCES)))
+    np.testing.assert_array_equal(meteor.statistics_array(list(zip(HYPOTHESES, REFERENCES))), parse_statistics(stats))
     assert meteor.segment_scores(stats) == pytest.approx(COCO_SEGMENTS, abs=1e-12)
     assert meteor.aggregate([stats]) == pytest.approx([COCO_AGGREGATE], abs=1e-12)
     # Groups are aggregated independently inside one pipelined exchange; an empty group scores 0.

@@ -16,12 +16,13 @@ class ExactMatchMeteor:
     def __init__(self):
         self.requests = []
 
-    def statistics(self, requests, progress=False):
+    def statistics_array(self, requests, progress=False):
         self.requests.extend(requests)
-        return [f"{hyp}|{refs[0]}" for hyp, refs in requests]
-
-    def segment_scores(self, stats, progress=False):
-        return [1.0 if s.split("|")[0] == s.split("|")[1] else 0.0 for s in stats]
+        # One-word sentences: one exact content match, in one chunk (METEOR 1), or no match (0).
+        rows = np.zeros((len(requests), 23))
+        rows[:, :2] = 1.0
+        rows[:, [4, 5, 20, 21, 22]] = np.array([[hyp == refs[0]] for hyp, refs in requests], dtype=float)
+        return rows
 
 
 def _brute_force(scores):

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .io import ReferenceSet, VideoEvents
 from .localization import tiou_matrix
-from .meteor import Meteor
+from .meteor import Meteor, aggregate_statistics
 from .ngram_metrics import ngram_set_scores, rouge_l
 
 GARBAGE_REFERENCE = "abc123!@#"
@@ -58,8 +58,10 @@ class CaptionSetScorer:
     def _meteor_scores(self, sets: Sequence[Sequence[tuple[str, str]]], filled: list[int], progress: bool) -> list[float]:
         """Aggregate METEOR of each non-empty set (one statistics request per distinct pair)."""
         requests = meteor_requests([sets[i] for i in filled])
-        stats = dict(zip(((h, r[0]) for h, r in requests), self.meteor.statistics(requests, progress)))
-        return self.meteor.aggregate([[stats[p] for p in sets[i]] for i in filled])
+        rows = self.meteor.statistics_array(requests, progress)  # (D, 23), one row per distinct pair
+        index = {(h, r[0]): k for k, (h, r) in enumerate(requests)}
+        members = np.fromiter((index[p] for i in filled for p in sets[i]), np.int64)  # (sum of set sizes,)
+        return aggregate_statistics(rows[members], [len(sets[i]) for i in filled]).tolist()
 
     def score_sets(self, sets: Sequence[Sequence[tuple[str, str]]], progress: bool = False) -> np.ndarray:
         """Scores (S, 7) in ``CAPTION_METRICS`` order; zeros for empty sets, METEOR NaN without Java."""

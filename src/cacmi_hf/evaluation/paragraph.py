@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .io import ParagraphSet, VideoEvents
-from .meteor import Meteor
+from .meteor import Meteor, aggregate_statistics
 from .ngram_metrics import ngram_set_scores, rouge_l
 
 PARAGRAPH_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
@@ -71,7 +71,7 @@ def paragraph_scores(
         return result
 
     def meteor_score() -> float:
-        return meteor.aggregate([meteor.statistics(list(zip(hyps, refs)), progress)])[0]
+        return float(aggregate_statistics(meteor.statistics_array(list(zip(hyps, refs)), progress), [len(hyps)])[0])
 
     # As for the caption sets: METEOR's Java process works while this thread computes the n-gram metrics.
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .io import ReferenceSet, VideoEvents
 from .localization import tiou_matrix
-from .meteor import Meteor
+from .meteor import Meteor, meteor_from_statistics
 
 
 def soda_alignment_score(scores: np.ndarray) -> float:
@@ -81,7 +81,7 @@ def soda_c(
     pass ``soda_requests`` of the same arguments, computed earlier.
     """
     video_ids, layouts, requests = prepared if prepared is not None else soda_requests(predictions, reference, tokens)
-    meteor_scores = np.asarray(meteor.segment_scores(meteor.statistics(requests, progress)))
+    meteor_scores = meteor_from_statistics(meteor.statistics_array(requests, progress))  # (len(requests),)
     per_video, totals = {}, np.zeros((len(video_ids), 3))
     for k, vid in enumerate(tqdm(video_ids, desc=f"SODA_c {reference.name}", disable=not progress, leave=False)):
         overlap, rows, cols, start = layouts[k]
