@@ -56,6 +56,8 @@ def test_bad_input_is_a_one_line_error_not_a_traceback(files, tmp_path, capsys):
     assert "not valid JSON" in capsys.readouterr().err
     assert _run([str(tmp_path / "missing.json"), "-r", ref, "--no-java", "-q"]) == 1
     assert "does not exist" in capsys.readouterr().err
+    assert _run([str(broken), "-r", ref, "-q", "--meteor-threads", "0"]) == 1
+    assert "meteor_threads must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_missing_java_tells_how_to_install(files, capsys):

@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-java", action="store_true",
                         help="no Java: pure-Python tokenizer, no METEOR/SODA_c (not comparable to papers)")
     parser.add_argument("--java", default="java", help="Java executable")
+    parser.add_argument("--meteor-threads", type=int, default=None,
+                        help="METEOR aligner threads (default: one per core, at most 4; needs a JDK)")
     parser.add_argument("--per-video", action="store_true", help="include per-video scores in --output")
     parser.add_argument("--output", "-o", default=None, help="write the scores as JSON here")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
                 soda=not args.no_soda,
                 no_java=args.no_java,
                 java=args.java,
+                meteor_threads=args.meteor_threads,
                 per_video=args.per_video,
                 progress=not args.quiet,
             )

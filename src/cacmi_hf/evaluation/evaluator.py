@@ -96,6 +96,8 @@ def evaluate_dense_captions(
         the settings used.
     """
     thresholds = _check_tious(tious)
+    if meteor_threads is not None and meteor_threads < 1:  # before minutes of work, not after
+        raise ValueError(f"meteor_threads must be >= 1, got {meteor_threads}.")
     preds = load_predictions(predictions)
     refs = load_references(references)
     paragraphs = load_paragraphs(paragraph_references) if paragraph_references is not None else None
