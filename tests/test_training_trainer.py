@@ -178,7 +178,7 @@ def test_java_metrics_share_one_meteor_process(tmp_path, monkeypatch):
     from cacmi_hf.evaluation import meteor as meteor_module
 
     started, used = [], set()
-    original, statistics = meteor_module.Meteor, meteor_module.Meteor.statistics
+    original, ready = meteor_module.Meteor, meteor_module.Meteor._ready  # every statistics request passes here
 
     def counting(*args, **kwargs):
         started.append(1)
@@ -186,10 +186,10 @@ def test_java_metrics_share_one_meteor_process(tmp_path, monkeypatch):
 
     def recording(self, *args, **kwargs):
         used.add(id(self))
-        return statistics(self, *args, **kwargs)
+        return ready(self, *args, **kwargs)
 
     monkeypatch.setattr(meteor_module, "Meteor", counting)
-    monkeypatch.setattr(original, "statistics", recording)
+    monkeypatch.setattr(original, "_ready", recording)
     paths = make_dataset(tmp_path / "data")
     run = train(*parse_args(train_argv(paths, tmp_path / "out", "--num_train_epochs", "2")))
     evaluations = [e for e in run.trainer.state.log_history if "eval_METEOR" in e]
