@@ -10,6 +10,7 @@ from .arguments import (
     parse_args,
     parse_config_overrides,
 )
+from .budget import TimeBudgetCallback
 from .checks import TrainingSetupError
 from .presets import TRAINING_PRESETS, TrainingPreset, get_training_preset
 from .run import TrainingRun, TrainingSetup, build_trainer, prepare_training, train
@@ -27,6 +28,7 @@ __all__ = [
     "TrainingPreset",
     "TrainingRun",
     "TrainingSetup",
+    "TimeBudgetCallback",
     "TrainingSetupError",
     "build_parser",
     "build_trainer",

@@ -153,6 +153,11 @@ class DenseCaptioningTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "The memory bank is a (large) buffer, identical on every process: do not re-broadcast it."},
     )
+    time_budget_minutes: float | None = field(
+        default=None,
+        metadata={"help": "Wall-clock budget of training: stop at the end of the epoch after which one more epoch "
+                  "(with its evaluation) would overrun it; the schedule stays that of --num_train_epochs."},
+    )
 
     def __post_init__(self):
         if self.lr_schedule not in ("step_halving", "transformers"):
@@ -164,6 +169,8 @@ class DenseCaptioningTrainingArguments(TrainingArguments):
                 "--remove_unused_columns must be False for CACMI: the collator reads video_id, duration, timestamps, "
                 "sentences and video_features, which the model's forward does not name."
             )
+        if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
+            raise ValueError(f"--time_budget_minutes must be > 0 (or unset for no budget), got {self.time_budget_minutes}.")
         if self.eval_no_java and self.metric_for_best_model in ("score", "METEOR", "eval_METEOR", "SODA_c", "eval_SODA_c"):
             raise ValueError(
                 f"--eval_no_java computes no METEOR/SODA_c, so --metric_for_best_model {self.metric_for_best_model} "

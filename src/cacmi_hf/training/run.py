@@ -22,6 +22,7 @@ from transformers.trainer_utils import IntervalStrategy
 
 from ..configuration_cacmi import CACMIConfig
 from .arguments import VARIANTS, DataArguments, DenseCaptioningTrainingArguments, ModelArguments, parse_config_overrides
+from .budget import TimeBudgetCallback
 from .checks import (
     TrainingSetupError,
     check_feature_dim,
@@ -342,6 +343,11 @@ def train(
     "output_dir": path}`, also written to `<output_dir>/results.json` by the main process.
     """
     setup = prepare_training(data_args, model_args, training_args)
+    callbacks = list(callbacks or [])
+    budget = None
+    if training_args.time_budget_minutes is not None:
+        budget = TimeBudgetCallback(60.0 * training_args.time_budget_minutes)
+        callbacks.append(budget)
     trainer = build_trainer(setup, training_args, callbacks)
     for note in setup.notes:
         logger.info(note)
@@ -353,6 +359,8 @@ def train(
         train_output = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model(training_args.output_dir)
         metrics["train"] = train_output.metrics
+        if budget is not None:
+            metrics["train"]["stopped_by_time_budget"] = budget.stopped_after is not None
         metrics["eval"] = best_eval_metrics(trainer)
         for test in setup.test_sets:
             references = test.references if len(test.references) > 1 else test.references[0]
