@@ -6,10 +6,12 @@ reused by the others) with the same seed, steps and schedule; only the model swi
 gives the test-split scores of each and the trivial baseline, from the `demo_results_<variant>.json`
 files the demo writes.
 
-    python benchmarks/bench_demo_ablation.py --work-dir /tmp/demo [--jobs 2]
+    python benchmarks/bench_demo_ablation.py --work-dir /tmp/demo [--jobs 2] [--time-budget 0]
 
 `--jobs 2` trains two variants at once (one torch thread each): the scores do not depend on it, the
-wall times in the table then do.
+wall times in the table then do. Other arguments go to `cacmi demo`; with `--jobs 2`, pass
+`--time-budget 0` so that every variant trains all its epochs (a shared CPU would otherwise let the
+demo's ten-minute budget end each one after a different number of epochs).
 """
 
 from __future__ import annotations
@@ -67,15 +69,15 @@ def main() -> int:
     results = {v: json.loads(p.read_text()) for v, p in paths.items() if p.is_file()}
     baseline = _scores(results[args.variants[0]]["baseline"])
     print(f"Test split of the synthetic world, scores in % ({os.cpu_count()} CPUs, --jobs {args.jobs}):")
-    print("| variant | " + " | ".join(METRICS) + " | wall s |")
-    print("| --- |" + " ---: |" * (len(METRICS) + 1))
+    print("| variant | epochs | " + " | ".join(METRICS) + " | wall s |")
+    print("| --- | ---: |" + " ---: |" * (len(METRICS) + 1))
     for variant, result in results.items():
         scores = _scores(result["test"])
         cells = " | ".join(f"{100 * scores[m]:.2f}" if scores.get(m) is not None else "—" for m in METRICS)
         wall = f"{seconds[variant]:.0f}" if variant in seconds else f"{result['seconds']:.0f} (earlier run)"
-        print(f"| {variant} | {cells} | {wall} |")
+        print(f"| {variant} | {result.get('epochs', '—')} | {cells} | {wall} |")
     cells = " | ".join(f"{100 * baseline[m]:.2f}" if baseline.get(m) is not None else "—" for m in METRICS)
-    print(f"| trivial baseline | {cells} | |")
+    print(f"| trivial baseline | | {cells} | |")
     return 0
 
 

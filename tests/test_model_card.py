@@ -334,9 +334,16 @@ def test_card_commands_parse_and_match_the_reproduction_script(preset, tmp_path)
     assert script_train == card_train
 
 
+def readme_quickstart() -> str:
+    """The README's "## Quickstart" section, up to the next second-level heading."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"^## Quickstart\n(.*?)(?=^## )", text, flags=re.S | re.M)
+    assert found, "README.md has no '## Quickstart' section followed by another '## ' section"
+    return found.group(1)
+
+
 def test_readme_quickstart_commands_parse():
-    texts = [p.read_text(encoding="utf-8") for p in (ROOT / "README.md", ROOT / "benchmarks/results/readme_quickstart.md")
-             if p.is_file()]
+    texts = [(ROOT / "README.md").read_text(encoding="utf-8")]
     env = {"HOME": str(Path.home())}
     checked = 0
     for text in texts:
@@ -418,8 +425,7 @@ def test_readme_quickstart_runs_on_the_quick_demo(tmp_path, monkeypatch, capsys)
     paths); the Hub upload and login are left out (no network)."""
     import glob
 
-    quickstart = ROOT / "benchmarks" / "results" / "readme_quickstart.md"
-    text = quickstart.read_text(encoding="utf-8")
+    text = readme_quickstart()
     monkeypatch.setenv("HOME", str(tmp_path))  # the tiny CLIP cache (~/.cache/cacmi_hf) lands here
     monkeypatch.delenv("CACMI_HF_CACHE", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -34,11 +34,16 @@ def test_good_setup_prepares(data, tmp_path):
     assert len(setup.train_dataset) == 8 and len(setup.eval_dataset) == 4
     assert [t.name for t in setup.test_sets] == ["test"]
     assert sum(setup.config.count_prior) == pytest.approx(1.0)
-    assert setup.processor.event_count == "argmax"  # PDVC's rule unless asked
+    assert setup.processor.event_count == "expected"  # the synthetic preset's rule
 
 
 def test_event_count_rule_reaches_the_processor_and_a_bad_one_fails(data, tmp_path):
-    assert _prepare(data, tmp_path / "out", "--event_count", "expected").processor.event_count == "expected"
+    assert _prepare(data, tmp_path / "out", "--event_count", "argmax").processor.event_count == "argmax"
+    # the benchmark presets keep PDVC's argmax and PDVC's selection rule; the synthetic one selects by F1
+    for preset, rule, metric in (("activitynet", "argmax", "score"), ("youcook2", "argmax", "score"),
+                                 ("synthetic", "expected", "F1")):
+        _, model_args, training_args = parse_args(["--preset", preset, "--output_dir", str(tmp_path / preset)])
+        assert (model_args.event_count, training_args.metric_for_best_model) == (rule, metric)
     with pytest.raises(ValueError, match="event_count must be one of"):
         _prepare(data, tmp_path / "out2", "--event_count", "mode")
 

@@ -191,7 +191,8 @@ def test_java_metrics_share_one_meteor_process(tmp_path, monkeypatch):
     monkeypatch.setattr(meteor_module, "Meteor", counting)
     monkeypatch.setattr(original, "_ready", recording)
     paths = make_dataset(tmp_path / "data")
-    run = train(*parse_args(train_argv(paths, tmp_path / "out", "--num_train_epochs", "2")))
+    # PDVC's selection rule (METEOR + SODA_c), which needs the Java metrics; the synthetic preset selects by F1
+    run = train(*parse_args(train_argv(paths, tmp_path / "out", "--num_train_epochs", "2", "--metric_for_best_model", "score")))
     evaluations = [e for e in run.trainer.state.log_history if "eval_METEOR" in e]
     assert len(evaluations) == 2
     for entry in evaluations:

@@ -210,7 +210,7 @@ def build_parser(preset: str | None = None) -> HfArgumentParser:
     parser = HfArgumentParser((DataArguments, ModelArguments, DenseCaptioningTrainingArguments))
     if preset is not None:
         chosen = get_training_preset(preset)
-        parser.set_defaults(preset=preset, **chosen.training, **chosen.data)
+        parser.set_defaults(preset=preset, **chosen.training, **chosen.data, **chosen.model)
     return parser
 
 
