@@ -16,9 +16,10 @@ from training_fixtures import make_dataset, single_thread, train_argv
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = REPO / "examples" / "train.py"
-# Same global batch (4 videos) both ways: 1 process x 4, or 2 processes x 2.
+# Same global batch (4 videos) both ways: 1 process x 4, or 2 processes x 2. The (never reached) time budget puts
+# its per-epoch all-reduce in the two-process run: a rank that skipped it would hang the run, not pass.
 COMMON = ("--num_train_epochs", "2", "--per_device_eval_batch_size", "2", "--dataloader_num_workers", "0",
-          "--eval_no_java", "true", "--metric_for_best_model", "CIDEr")
+          "--eval_no_java", "true", "--metric_for_best_model", "CIDEr", "--time_budget_minutes", "60")
 
 
 def _free_port() -> int:
@@ -59,6 +60,7 @@ def test_two_cpu_processes_match_one_with_the_same_global_batch(tmp_path):
     assert steps(one_dir)[-1] == steps(two_dir)[-1] == 4
     assert test_one["test_num_videos"] == test_two["test_num_videos"] == 4
     assert one["eval"] is not None and two["eval"] is not None
+    assert one["train"]["stopped_by_time_budget"] is two["train"]["stopped_by_time_budget"] is False
     # Not bit-identical, by design: each process draws its own per-video event samples in the collator, and
     # the caption loss is a mean over the captions of each process's half batch. Noise stated from runs of
     # this test: the test metrics agreed exactly, the mean training loss to 1e-4 and the test loss to 1.4 %;
