@@ -145,10 +145,15 @@ class CACMICriterion(nn.Module):
         }
 
     @staticmethod
-    def num_events(target_mask: torch.Tensor) -> torch.Tensor:
-        """Number of GT events in the batch, averaged over processes under torch.distributed, clamped >= 1."""
+    def num_events(target_mask: torch.Tensor, synchronize: bool = True) -> torch.Tensor:
+        """Number of GT events in the batch, clamped >= 1; averaged over processes when `synchronize` under torch.distributed.
+
+        Only training synchronises (the criterion's `training` flag): there every process runs the same steps and
+        the gradients need one normaliser. An evaluation loss is per process, so a forward that one process runs
+        alone (rank-0 evaluation, a gathered replica) reaches no collective and cannot dead-lock.
+        """
         count = target_mask.sum().to(torch.float32)
-        if dist.is_available() and dist.is_initialized():
+        if synchronize and dist.is_available() and dist.is_initialized():
             count = count.clone()
             dist.all_reduce(count)
             count = count / dist.get_world_size()
@@ -204,7 +209,7 @@ class CACMICriterion(nn.Module):
         if not layer_outputs:
             raise ValueError("CACMICriterion got no decoder layer outputs.")
         target_segments, target_mask = targets["segments"], targets["mask"].bool()
-        num_events = self.num_events(target_mask)
+        num_events = self.num_events(target_mask, synchronize=self.training)
         num_layers = len(layer_outputs)
         layers = range(num_layers) if self.aux_loss else [num_layers - 1]
         loss_dict, all_indices = {}, []
