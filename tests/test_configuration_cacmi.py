@@ -10,7 +10,7 @@ from cacmi_hf.configuration_cacmi import PRESETS
 def test_presets_follow_design_defaults():
     anet = CACMIConfig.from_preset("activitynet")
     yc2 = CACMIConfig.from_preset("youcook2")
-    assert (anet.num_frames, anet.num_queries, anet.max_event_count, anet.num_clusters) == (100, 10, 10, 10)
+    assert (anet.num_frames, anet.num_queries, anet.max_event_count, anet.num_clusters) == (100, 10, 20, 10)
     assert (yc2.num_frames, yc2.num_queries, yc2.max_event_count, yc2.num_clusters) == (200, 100, 20, 20)
     assert anet.retrieval_top_k == yc2.retrieval_top_k == 40
     assert (anet.max_train_events, yc2.max_train_events) == (30, 10)
@@ -41,7 +41,12 @@ def test_derived_sizes():
         (dict(cluster_max_frames=5), "could never cover"),
         (dict(retrieval_mode="segments"), "retrieval_mode must be"),
         (dict(retrieval_exclude="all"), "retrieval_exclude must be"),
-        (dict(count_prior=[0.5, 0.5]), "needs max_event_count \\+ 1 = 11"),
+        (dict(count_prior=[0.5, 0.5]), "needs max_event_count \\+ 1 = 21"),
+        (dict(max_event_count=0), "max_event_count must be >= 1, got 0; set it to a positive integer"),
+        (dict(retrieval_mode="windows", num_frames=30, num_clusters=3, retrieval_num_windows=31),
+         "retrieval_num_windows \\(31\\) exceeds num_frames \\(30\\).*at most 30 windows"),
+        (dict(memory_size=30), "retrieval_top_k \\(40\\) needs 40 memory-bank entries.*lower retrieval_top_k to at most 30"),
+        (dict(memory_size=40, retrieval_exclude="top1"), "needs 41 memory-bank entries"),
         (dict(num_queries=0), "num_queries must be >= 1"),
         (dict(vocab_size=3), "special token ids"),
     ],
@@ -57,3 +62,32 @@ def test_save_load_round_trip(tmp_path):
     loaded = CACMIConfig.from_pretrained(tmp_path)
     assert loaded.to_diff_dict() == cfg.to_diff_dict()
     assert loaded.model_type == "cacmi"
+
+
+def test_variants_take_the_reference_values_of_each_benchmark():
+    # CM2: train_anet.sh --window_size 20 --soft_k 100, train_yc2.sh --window_size 50 --soft_k 80, top-1 exclusion
+    anet_cm2 = CACMIConfig.from_preset("activitynet", variant="cm2")
+    yc2_cm2 = CACMIConfig.from_preset("youcook2", variant="cm2")
+    assert (anet_cm2.retrieval_mode, anet_cm2.retrieval_num_windows, anet_cm2.retrieval_top_k) == ("windows", 20, 100)
+    assert (yc2_cm2.retrieval_mode, yc2_cm2.retrieval_num_windows, yc2_cm2.retrieval_top_k) == ("windows", 50, 80)
+    assert anet_cm2.retrieval_exclude == yc2_cm2.retrieval_exclude == "top1" and not anet_cm2.use_cfe
+    # PDVC: max_eseq_length 10 on ActivityNet (cfgs/anet_*_pdvcl.yml), 20 on YouCook2; CACMI follows CM2's 20
+    assert CACMIConfig.from_preset("activitynet", variant="pdvc").max_event_count == 10
+    assert CACMIConfig.from_preset("youcook2", variant="pdvc").max_event_count == 20
+    assert CACMIConfig.from_preset("activitynet").max_event_count == 20
+    with pytest.raises(ValueError, match="Unknown CACMI variant 'cm3'"):
+        CACMIConfig.from_preset("activitynet", variant="cm3")
+
+
+def test_old_window_length_field_loads_with_a_deprecation_warning(tmp_path):
+    import json
+
+    CACMIConfig(num_frames=100).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["retrieval_num_windows"]
+    saved["retrieval_window_size"] = 20  # the old reading: windows of 20 frames, 5 over 100 frames
+    path.write_text(json.dumps(saved))
+    with pytest.warns(FutureWarning, match="retrieval_window_size=20 .* now uses retrieval_num_windows=5"):
+        loaded = CACMIConfig.from_pretrained(tmp_path)
+    assert loaded.retrieval_num_windows == 5 and not hasattr(loaded, "retrieval_window_size")

@@ -141,20 +141,28 @@ def test_boundary_weighted_pooling_hand_worked():
     assert torch.allclose(plain[0, 0, 0], torch.tensor(3.0))
 
 
-def test_window_pooling_hand_worked():
-    features = torch.arange(10, dtype=torch.float32).view(1, 10, 1).repeat(2, 1, 2)
-    mask = torch.ones(2, 10, dtype=torch.bool)
-    mask[1, 7:] = False
-    pooled, window_mask, spans = window_pooling(features, mask, 4)
-    assert pooled.shape == (2, 3, 2)
-    assert pooled[0, :, 0].tolist() == [1.5, 5.5, 8.5]  # last window holds frames 8-9
-    assert pooled[1, :, 0].tolist() == [1.5, 5.0, 0.0]  # frame 7 is padding; window 3 is empty
-    assert window_mask.tolist() == [[True, True, True], [True, True, False]]
-    assert spans.tolist() == [[[0, 3], [4, 7], [8, 9]], [[0, 3], [4, 7], [-1, -1]]]
+def test_window_pooling_is_a_count_of_windows_as_cm2():
+    # CM2 (cm2_ret_encdec_clip.py, softattention_select): segment_length = frames // window_size, window i is
+    # frames [i*seg, (i+1)*seg), the remainder frames are in no window.
+    features = torch.arange(11, dtype=torch.float32).view(1, 11, 1).repeat(3, 1, 2)
+    mask = torch.ones(3, 11, dtype=torch.bool)
+    mask[1, 7:] = False  # 7 valid frames: windows of 2, frame 6 left over
+    mask[2, 2:] = False  # 2 valid frames for 3 windows: one-frame windows, the third empty
+    pooled, window_mask, spans = window_pooling(features, mask, 3)
+    assert pooled.shape == (3, 3, 2)
+    # 11 frames / 3 windows -> 3 frames each: [0,1,2] [3,4,5] [6,7,8]; frames 9 and 10 belong to no window
+    assert pooled[0, :, 0].tolist() == [1.0, 4.0, 7.0]
+    assert spans[0].tolist() == [[0, 2], [3, 5], [6, 8]]
+    assert pooled[1, :, 0].tolist() == [0.5, 2.5, 4.5] and spans[1].tolist() == [[0, 1], [2, 3], [4, 5]]
+    assert pooled[2, :, 0].tolist() == [0.0, 1.0, 0.0] and spans[2].tolist() == [[0, 0], [1, 1], [-1, -1]]
+    assert window_mask.tolist() == [[True] * 3, [True] * 3, [True, True, False]]
+    # the ActivityNet setting: 100 frames, 20 windows of 5
+    _, _, anet = window_pooling(torch.zeros(1, 100, 1), torch.ones(1, 100, dtype=torch.bool), 20)
+    assert anet[0, 0].tolist() == [0, 4] and anet[0, -1].tolist() == [95, 99]
 
 
 def _config(**overrides):
-    base = dict(feature_dim=8, num_frames=24, num_clusters=4, retrieval_top_k=3, retrieval_window_size=5)
+    base = dict(feature_dim=8, num_frames=24, num_clusters=4, retrieval_top_k=3, retrieval_num_windows=5)
     return CACMIConfig(**{**base, **overrides})
 
 
@@ -215,8 +223,9 @@ def test_cfa_windows_mode_and_no_gradient():
     out = cfa(features, mask, bank)
     assert cfa.num_text_queries(24) == 5
     assert out.text_queries.shape == (3, 5, 8) and out.retrieved_scores.shape == (3, 5, 3)
-    assert out.text_mask[2].tolist() == [True, True, False, False, False]
-    assert (out.text_queries[2, 2:] == 0).all() and (out.retrieved_indices[2, 2:] == -1).all()
+    # 24 frames: 5 windows of 4 (frames 20-23 in none); the 9-frame video: 5 windows of 1 (frames 5-8 in none)
+    assert out.spans[0, -1].tolist() == [16, 19] and out.spans[2, -1].tolist() == [4, 4]
+    assert out.text_mask.all()
     pooled, _, _ = window_pooling(features.detach(), mask, 5)
     assert torch.equal(out.retrieved_indices[0], bank.retrieve(pooled[:1], 3)[1][0])
     assert not out.text_queries.requires_grad

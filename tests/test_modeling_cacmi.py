@@ -15,7 +15,7 @@ def tiny_config(**overrides) -> CACMIConfig:
     base = dict(
         feature_dim=16, num_frames=12, hidden_size=32, num_attention_heads=4, ffn_dim=32, num_encoder_layers=1,
         num_decoder_layers=2, num_feature_levels=3, num_queries=5, max_event_count=3, vocab_size=20,
-        max_caption_len=6, caption_hidden_size=24, num_clusters=3, retrieval_top_k=2, retrieval_window_size=4,
+        max_caption_len=6, caption_hidden_size=24, num_clusters=3, retrieval_top_k=2, retrieval_num_windows=3,
         memory_size=10,
     )
     base.update(overrides)
@@ -68,7 +68,7 @@ def test_every_switch_combination(use_cfa, use_cfe, text_attn, mode):
     assert out.caption_ids.shape[:2] == (B, N) and out.caption_ids.shape == out.caption_log_probs.shape
     assert len(out.aux_outputs) == 1 and out.aux_outputs[0]["logits"].shape == (B, N)
     if use_cfa:
-        c = 3 if mode == "clusters" else 3  # 12 frames / windows of 4
+        c = 3  # 3 clusters or 3 windows
         assert out.text_mask.shape == (B, c) and out.retrieved_indices.shape == (B, c, 2)
     else:
         assert out.text_mask is None and model.memory_bank is None
@@ -246,15 +246,34 @@ def test_bad_caption_ids():
         model(**make_batch(), **{**make_labels(), "caption_ids": torch.ones(3, 2, 4, dtype=torch.long)})
 
 
-def test_more_events_than_the_counter_can_count_are_truncated_with_a_warning():
+def test_events_past_the_counter_limit_are_matched_and_captioned(recwarn):
+    # K = 2 and a video of K + 3 = 5 events with 5 queries: all 5 are matched and captioned [PDVC], only the
+    # counter's target is clamped to K.
     model = make_model(max_event_count=2).eval()
-    labels = make_labels()  # video 2 has three events
-    with pytest.warns(UserWarning, match="more than max_event_count=2"):
-        out = model(**make_batch(), **labels)
-    kept = dict(labels)
-    kept["event_mask"] = labels["event_mask"].clone()
-    kept["event_mask"][2, 2] = False
-    torch.testing.assert_close(out.loss, model(**make_batch(), **kept).loss)
+    segments = torch.tensor([[0.0, 0.15], [0.2, 0.35], [0.4, 0.55], [0.6, 0.75], [0.8, 0.95]])[None]
+    captions = torch.tensor([[1, 4 + i, 2, 0] for i in range(5)])[None]
+    labels = dict(event_segments=segments, event_mask=torch.ones(1, 5, dtype=torch.bool), caption_ids=captions)
+    inputs = {k: v[:1] for k, v in make_batch().items()}
+    out = model(**inputs, **labels)
+    assert not [w for w in recwarn if "max_event_count" in str(w.message)]
+    layers = model.cacmi.decoder.layers
+    layer_outputs = [
+        {"logits": out.logits if i == len(layers) - 1 else out.aux_outputs[i]["logits"],
+         "pred_segments": out.pred_segments if i == len(layers) - 1 else out.aux_outputs[i]["pred_segments"],
+         "pred_counts": out.pred_counts if i == len(layers) - 1 else out.aux_outputs[i]["pred_counts"]}
+        for i in range(len(layers))
+    ]
+    targets = {"segments": segments, "mask": labels["event_mask"]}
+    _, indices = model.criterion(layer_outputs, targets)
+    assert all(sorted(m.target.tolist()) == [0, 1, 2, 3, 4] for m in indices)
+    from cacmi_hf.criterion import event_counter_loss
+
+    prior = torch.full((3,), 1 / 3)  # no count_prior configured: uniform
+    expected = event_counter_loss(out.pred_counts, torch.tensor([2]), prior, model.config.counter_sigma)
+    torch.testing.assert_close(out.loss_dict["loss_counter"], expected)
+    # the fifth event changes the loss: it is not dropped
+    fewer = dict(labels, event_mask=torch.tensor([[True, True, True, True, False]]))
+    assert not torch.allclose(model(**inputs, **fewer).loss_dict["loss_caption"], out.loss_dict["loss_caption"])
 
 
 @pytest.mark.slow

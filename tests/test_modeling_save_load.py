@@ -15,7 +15,7 @@ def tiny_config(**overrides) -> CACMIConfig:
         feature_dim=16, num_frames=12, hidden_size=32, num_attention_heads=4, ffn_dim=32,
         num_encoder_layers=1, num_decoder_layers=2, num_feature_levels=2, num_queries=5,
         max_event_count=3, vocab_size=20, max_caption_len=6, caption_hidden_size=24,
-        num_clusters=3, retrieval_top_k=2, retrieval_window_size=4, memory_size=8,
+        num_clusters=3, retrieval_top_k=2, retrieval_num_windows=3, memory_size=8,
     )
     base.update(overrides)
     return CACMIConfig(**base)

@@ -15,7 +15,7 @@ ACTIONS = ("moves left", "moves right", "grows")
 # small enough to train a step in milliseconds, every switch of the full model still exercised
 TINY_OVERRIDES = (
     "num_frames=16,hidden_size=32,num_attention_heads=2,ffn_dim=32,num_feature_levels=2,num_queries=4,"
-    "max_event_count=4,num_clusters=4,retrieval_top_k=2,retrieval_window_size=4,caption_hidden_size=32,"
+    "max_event_count=4,num_clusters=4,retrieval_top_k=2,retrieval_num_windows=3,caption_hidden_size=32,"
     "max_caption_len=6,dropout=0.0,caption_dropout=0.0"
 )
 

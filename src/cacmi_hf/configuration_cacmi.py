@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-# DESIGN §3 defaults per benchmark; `CACMIConfig.from_preset(name)` applies them.
+# DESIGN §3 defaults per benchmark; `CACMIConfig.from_preset(name)` applies them. K = 20 on both is CM2's
+# max_eseq_length, which CACMI follows (PDVC used 10 on ActivityNet: its variant below keeps that).
 PRESETS: dict[str, dict[str, Any]] = {
     "activitynet": dict(
         num_frames=100,
         num_queries=10,
-        max_event_count=10,
+        max_event_count=20,
         num_clusters=10,
         retrieval_top_k=40,
-        retrieval_window_size=20,
+        retrieval_num_windows=20,
         max_train_events=30,
     ),
     "youcook2": dict(
@@ -24,10 +26,50 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_event_count=20,
         num_clusters=20,
         retrieval_top_k=40,
-        retrieval_window_size=50,
+        retrieval_num_windows=50,
         max_train_events=10,
     ),
 }
+
+# The model variants: the switches that turn CACMI into its predecessors.
+VARIANTS: dict[str, dict[str, Any]] = {
+    # the paper's model
+    "cacmi": dict(use_cfa=True, use_cfe=True, decoder_text_cross_attention=True, retrieval_mode="clusters"),
+    # no retrieval, no text: the PDVC baseline
+    "pdvc": dict(use_cfa=False, use_cfe=False, decoder_text_cross_attention=False),
+    # CM2: fixed-window retrieval (dropping each window's best match while training) feeding the decoder's text
+    # cross-attention, no CFE
+    "cm2": dict(
+        use_cfa=True, use_cfe=False, decoder_text_cross_attention=True, retrieval_mode="windows",
+        retrieval_exclude="top1",
+    ),
+}
+
+# Where the reference a variant reproduces used other values on a benchmark [PDVC cfgs/*_pdvc.yml,
+# CM2 train_anet.sh / train_yc2.sh: --window_size 20 --soft_k 100, --window_size 50 --soft_k 80].
+PRESET_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "activitynet": {
+        "pdvc": dict(max_event_count=10),
+        "cm2": dict(retrieval_num_windows=20, retrieval_top_k=100),
+    },
+    "youcook2": {
+        "cm2": dict(retrieval_num_windows=50, retrieval_top_k=80),
+    },
+}
+
+
+def preset_values(name: str, variant: str = "cacmi") -> dict[str, Any]:
+    """Config fields of a benchmark preset with a variant's switches and that benchmark's reference values."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown CACMI preset {name!r}; choose one of {sorted(PRESETS)}.")
+    return {**PRESETS[name], **variant_values(variant), **PRESET_VARIANTS.get(name, {}).get(variant, {})}
+
+
+def variant_values(variant: str) -> dict[str, Any]:
+    """The switches of a model variant ("cacmi", "pdvc" or "cm2")."""
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown CACMI variant {variant!r}; choose one of {sorted(VARIANTS)}.")
+    return dict(VARIANTS[variant])
 
 
 @strict
@@ -53,7 +95,9 @@ class CACMIConfig(PreTrainedConfig):
         num_feature_levels (`int`, defaults to 4): temporal pyramid levels of the base encoder.
         num_sampling_points (`int`, defaults to 4): sampled points per head and level.
         num_queries (`int`, defaults to 10): event queries N (ANet 10, YC2 100).
-        max_event_count (`int`, defaults to 10): K; the event counter predicts 0..K (K+1 bins).
+        max_event_count (`int`, defaults to 20): K; the event counter predicts 0..K (K+1 bins) [CM2
+            max_eseq_length; PDVC 10 on ActivityNet]. Ground-truth events past K still take part in matching
+            and the caption loss; only the counter's target is clamped to K.
         with_segment_refine (`bool`, defaults to True): iterative segment refinement across
             decoder layers (references detached between layers).
         aux_loss (`bool`, defaults to True): losses on every decoder layer, not only the last.
@@ -71,8 +115,8 @@ class CACMIConfig(PreTrainedConfig):
     CFA — cross-modal frame aggregation [paper]:
         use_cfa (`bool`, defaults to True): retrieve text context from the memory bank.
         retrieval_mode (`str`, defaults to "clusters"): "clusters" (CACMI: contiguous Ward
-            clustering into `num_clusters` pseudo-events) or "windows" (CM2: fixed windows of
-            `retrieval_window_size` frames).
+            clustering into `num_clusters` pseudo-events) or "windows" (CM2: `retrieval_num_windows`
+            fixed windows).
         num_clusters (`int`, defaults to 10): pseudo-events c per video (ANet 10, YC2 20) [paper].
         cluster_max_frames (`int` or `None`, defaults to None): longest span a cluster may cover;
             None means 3·L/c [ours].
@@ -80,7 +124,11 @@ class CACMIConfig(PreTrainedConfig):
             w(u) = 1 + β·(2u−1)² [ours].
         retrieval_top_k (`int`, defaults to 40): memory entries averaged per query [paper]; CM2's
             window setting used 100 (ANet) / 80 (YC2).
-        retrieval_window_size (`int`, defaults to 20): window length W in "windows" mode (ANet 20, YC2 50).
+        retrieval_num_windows (`int`, defaults to 20): number of windows n in "windows" mode [CM2
+            `--window_size`, "window number": ANet 20, YC2 50]. A video of l valid frames is cut into n
+            windows of l // n frames each; the last l mod n frames belong to no window, as in CM2. (Older
+            configs stored a window *length* `retrieval_window_size`; they load with a FutureWarning and
+            the count of windows that length gave.)
         retrieval_exclude (`str`, defaults to "same_video"): while training, never retrieve the
             video's own captions: "same_video" drops every entry of the video, "top1" drops the
             best match (CM2's rule), "none" disables the exclusion [ours: same_video].
@@ -129,7 +177,7 @@ class CACMIConfig(PreTrainedConfig):
     num_feature_levels: int = 4
     num_sampling_points: int = 4
     num_queries: int = 10
-    max_event_count: int = 10
+    max_event_count: int = 20
     with_segment_refine: bool = True
     aux_loss: bool = True
     init_std: float | int = 0.02
@@ -150,7 +198,7 @@ class CACMIConfig(PreTrainedConfig):
     cluster_max_frames: int | None = None
     boundary_weight: float | int = 1.0
     retrieval_top_k: int = 40
-    retrieval_window_size: int = 20
+    retrieval_num_windows: int = 20
     retrieval_exclude: str = "same_video"
     memory_size: int = 0
     memory_dim: int | None = None
@@ -176,12 +224,26 @@ class CACMIConfig(PreTrainedConfig):
     # optional vision tower
     vision_config: dict | None = None
 
+    def __post_init__(self, **kwargs):
+        # A window *length* was stored before windows became a count; read it as the count it produced.
+        length = kwargs.pop("retrieval_window_size", None)
+        if length is not None:
+            count = max(1, -(-self.num_frames // int(length)))
+            warnings.warn(
+                f"CACMIConfig.retrieval_window_size={length} (a window length) is deprecated: CM2's windows are a "
+                f"count, `retrieval_num_windows`. Over num_frames={self.num_frames} it gave {count} windows, so this "
+                f"config now uses retrieval_num_windows={count}; save the config again (or set "
+                "retrieval_num_windows) to silence this warning.",
+                FutureWarning,
+                stacklevel=3,
+            )
+            self.retrieval_num_windows = count
+        super().__post_init__(**kwargs)
+
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> "CACMIConfig":
-        """Return the DESIGN §3 configuration of a benchmark ("activitynet" or "youcook2")."""
-        if name not in PRESETS:
-            raise ValueError(f"Unknown CACMI preset {name!r}; choose one of {sorted(PRESETS)}.")
-        return cls(**{**PRESETS[name], **overrides})
+    def from_preset(cls, name: str, variant: str = "cacmi", **overrides: Any) -> "CACMIConfig":
+        """Return the DESIGN §3 configuration of a benchmark ("activitynet" or "youcook2") for a variant."""
+        return cls(**{**preset_values(name, variant), **overrides})
 
     @property
     def text_dim(self) -> int:
@@ -202,12 +264,15 @@ class CACMIConfig(PreTrainedConfig):
             "feature_dim", "num_frames", "hidden_size", "num_attention_heads", "num_encoder_layers",
             "num_decoder_layers", "ffn_dim", "num_feature_levels", "num_sampling_points", "num_queries",
             "max_event_count", "vocab_size", "max_caption_len", "caption_hidden_size",
-            "caption_num_points", "num_clusters", "retrieval_top_k", "retrieval_window_size",
+            "caption_num_points", "num_clusters", "retrieval_top_k", "retrieval_num_windows",
             "max_duration_bins", "max_train_events",
         )
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"CACMIConfig.{name} must be >= 1, got {getattr(self, name)}.")
+                raise ValueError(
+                    f"CACMIConfig.{name} must be >= 1, got {getattr(self, name)}; set it to a positive integer "
+                    f"(the presets: CACMIConfig.from_preset('activitynet' | 'youcook2'))."
+                )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"CACMIConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
@@ -227,6 +292,19 @@ class CACMIConfig(PreTrainedConfig):
             )
         if self.retrieval_mode not in ("clusters", "windows"):
             raise ValueError(f"CACMIConfig.retrieval_mode must be 'clusters' or 'windows', got {self.retrieval_mode!r}.")
+        if self.use_cfa and self.retrieval_mode == "windows" and self.retrieval_num_windows > self.num_frames:
+            raise ValueError(
+                f"CACMIConfig.retrieval_num_windows ({self.retrieval_num_windows}) exceeds num_frames "
+                f"({self.num_frames}): each window needs at least one frame; use at most {self.num_frames} windows."
+            )
+        # "top1" drops one more entry while training, so the bank must hold top_k + 1 entries
+        needed = self.retrieval_top_k + (self.retrieval_exclude == "top1")
+        if self.use_cfa and self.memory_size and needed > self.memory_size:
+            raise ValueError(
+                f"CACMIConfig.retrieval_top_k ({self.retrieval_top_k}) needs {needed} memory-bank entries "
+                f"(retrieval_exclude={self.retrieval_exclude!r}) but memory_size is {self.memory_size}; lower "
+                f"retrieval_top_k to at most {self.memory_size - (self.retrieval_exclude == 'top1')} or build a larger bank."
+            )
         if self.retrieval_exclude not in ("same_video", "top1", "none"):
             raise ValueError(
                 f"CACMIConfig.retrieval_exclude must be 'same_video', 'top1' or 'none', got {self.retrieval_exclude!r}."
@@ -246,4 +324,4 @@ class CACMIConfig(PreTrainedConfig):
             )
 
 
-__all__ = ["CACMIConfig", "PRESETS"]
+__all__ = ["CACMIConfig", "PRESETS", "PRESET_VARIANTS", "VARIANTS", "preset_values", "variant_values"]

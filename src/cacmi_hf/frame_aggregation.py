@@ -183,45 +183,50 @@ def boundary_weighted_pooling(
 
 
 def window_pooling(
-    features: torch.Tensor, mask: torch.Tensor, window: int
+    features: torch.Tensor, mask: torch.Tensor, num_windows: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""
-    Mean of consecutive fixed windows of `window` frames (CM2's retrieval queries), ignoring padding.
+    Mean of `num_windows` consecutive fixed windows per video (CM2's retrieval queries).
 
-    The last window may be shorter (CM2 drops the remainder; here every valid frame is covered).
+    As CM2's `window_size` ("window number"): a video of l valid frames is cut into windows of l // n frames,
+    window i covering frames [i·(l // n), (i+1)·(l // n)); the last l mod n frames belong to no window. A video
+    with fewer valid frames than windows (where CM2 would average an empty window) gets one-frame windows and
+    the rest masked.
 
     Args:
-        features (`(B, L, D)`), mask (`(B, L)` bool), window (`int`): frames per window.
+        features (`(B, L, D)`), mask (`(B, L)` bool, valid frames first), num_windows (`int`): windows n.
 
     Returns:
-        pooled (`(B, n, D)`, n = ceil(L / window)), window_mask (`(B, n)` bool: the window has a valid frame),
+        pooled (`(B, n, D)`, zeros where masked), window_mask (`(B, n)` bool: the window has a frame),
         spans (`(B, n, 2)` long inclusive [first, last] frame of the window, -1 where masked).
     """
     if features.dim() != 3 or mask.shape != features.shape[:2]:
         raise ValueError(
             f"window_pooling: features must be (B, L, D) and mask (B, L); got {tuple(features.shape)} and {tuple(mask.shape)}."
         )
-    if window < 1:
-        raise ValueError(f"window_pooling: window must be >= 1, got {window}.")
-    batch, length, dim = features.shape
-    num = -(-length // window)
-    pad = num * window - length
+    if num_windows < 1:
+        raise ValueError(f"window_pooling: num_windows must be >= 1, got {num_windows}.")
+    length = features.shape[1]
     dtype = torch.promote_types(features.dtype, torch.float32)
-    m = nn.functional.pad(mask.to(dtype), (0, pad)).view(batch, num, window)  # (B, n, W)
-    x = nn.functional.pad(features.to(dtype), (0, 0, 0, pad)).view(batch, num, window, dim)  # (B, n, W, D)
-    count = m.sum(-1)  # (B, n)
-    pooled = (x * m[..., None]).sum(2) / count.clamp(min=1)[..., None]  # (B, n, D)
+    frames = mask.sum(1)  # (B,)
+    span_length = (frames // num_windows).clamp(min=1)  # (B,) frames per window
+    frame = torch.arange(length, device=features.device)
+    window_of = frame[None] // span_length[:, None]  # (B, L)
+    member = (window_of[:, None, :] == torch.arange(num_windows, device=features.device)[None, :, None]) & mask[:, None]
+    weight = member.to(dtype)  # (B, n, L)
+    count = weight.sum(-1)  # (B, n)
+    pooled = (weight @ features.to(dtype)) / count.clamp(min=1)[..., None]  # (B, n, D)
     window_mask = count > 0
-    start = torch.arange(num, device=features.device) * window
-    span = torch.stack([start, (start + window - 1).clamp(max=length - 1)], -1)  # (n, 2)
-    spans = torch.where(window_mask[..., None], span[None], -1)
+    first = torch.arange(num_windows, device=features.device)[None] * span_length[:, None]  # (B, n)
+    spans = torch.stack([first, first + span_length[:, None] - 1], -1)  # (B, n, 2)
+    spans = torch.where(window_mask[..., None], spans, -1)
     return pooled.to(features.dtype), window_mask, spans
 
 
 @dataclass
 class FrameAggregationOutput(ModelOutput):
     r"""
-    Output of [`CrossModalFrameAggregation`] (c = num_clusters, or ceil(L / W) windows).
+    Output of [`CrossModalFrameAggregation`] (c = num_clusters, or num_windows).
 
     Args:
         text_queries (`(B, c, Dt)`): mean of the top-k retrieved caption embeddings per cluster (F_q), zeros where masked.
@@ -259,12 +264,12 @@ class CrossModalFrameAggregation(nn.Module):
         self.max_span = config.max_cluster_span
         self.beta = float(config.boundary_weight)
         self.top_k = config.retrieval_top_k
-        self.window = config.retrieval_window_size
+        self.num_windows = config.retrieval_num_windows
         self.exclude = config.retrieval_exclude
 
     def num_text_queries(self, num_frames: int) -> int:
         """Number of text queries c produced for videos of `num_frames` frames."""
-        return self.num_clusters if self.mode == "clusters" else -(-num_frames // self.window)
+        return self.num_clusters if self.mode == "clusters" else self.num_windows
 
     def forward(
         self,
@@ -298,7 +303,7 @@ class CrossModalFrameAggregation(nn.Module):
                 )
                 queries = boundary_weighted_pooling(features, assignment, self.num_clusters, self.beta)  # (B, c, D)
             else:
-                queries, query_mask, spans = window_pooling(features, video_mask, self.window)
+                queries, query_mask, spans = window_pooling(features, video_mask, self.num_windows)
             exclude = self.exclude if self.training else "none"
             if exclude == "same_video" and video_ids is None:
                 logger.warning_once(

@@ -304,7 +304,7 @@ class CACMIForDenseCaptioning(CACMIPreTrainedModel):
     Training (`event_segments` given): Hungarian matching per decoder layer, focal/GIoU/L1/counter losses, and the
     caption NLL of the matched (query, event) pairs of every layer (`config.aux_loss`) or of the last one, each
     captioned around the query's own (detached) predicted segment. Videos with more than K = `max_event_count`
-    events keep their first K (with a warning): the counter cannot represent more.
+    events keep all of them in matching and the caption loss; only the counter's target is clamped to K [PDVC].
     """
 
     def __init__(self, config: CACMIConfig):
@@ -395,15 +395,6 @@ class CACMIForDenseCaptioning(CACMIPreTrainedModel):
                     f"caption_ids[{b}, {e}, {t}] = {int(caption_ids[b, e, t])} is outside the vocabulary "
                     f"[0, {self.config.vocab_size}); set config.vocab_size from the caption tokenizer."
                 )
-        limit = self.config.max_event_count
-        rank = event_mask.long().cumsum(1)  # (B, E) 1-based rank of each real event
-        if bool((rank[:, -1] > limit).any()):
-            warnings.warn(
-                f"Some videos have more than max_event_count={limit} events (up to {int(rank[:, -1].max())}); "
-                f"keeping the first {limit} of each, since the event counter cannot count more.",
-                stacklevel=3,
-            )
-            event_mask = event_mask & (rank <= limit)
         return event_segments, event_mask, caption_ids
 
     def _caption_losses(self, model_out, layer_outputs, indices: list[MatchIndices], caption_ids) -> dict:

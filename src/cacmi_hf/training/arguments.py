@@ -17,17 +17,10 @@ from typing import Any, Sequence
 
 from transformers import HfArgumentParser, TrainingArguments
 
+from ..configuration_cacmi import VARIANTS
 from .presets import TRAINING_PRESETS, get_training_preset
 
 LABEL_NAMES = ["event_segments", "event_mask", "caption_ids"]
-VARIANTS = {
-    # the paper's model
-    "cacmi": dict(use_cfa=True, use_cfe=True, decoder_text_cross_attention=True, retrieval_mode="clusters"),
-    # no retrieval, no text: the PDVC baseline
-    "pdvc": dict(use_cfa=False, use_cfe=False, decoder_text_cross_attention=False),
-    # CM2's fixed-window retrieval feeding the decoder's text cross-attention, no CFE
-    "cm2": dict(use_cfa=True, use_cfe=False, decoder_text_cross_attention=True, retrieval_mode="windows"),
-}
 
 
 @dataclass

@@ -11,6 +11,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..configuration_cacmi import PRESET_VARIANTS, variant_values
 from ..configuration_cacmi import PRESETS as CONFIG_PRESETS
 
 # The recipe [CM2/PDVC]: Adam lr 5e-5, weight decay 1e-4, gradient clip 100, 30 epochs, lr halved
@@ -37,6 +38,12 @@ class TrainingPreset:
     training: dict[str, Any]
     data: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)  # ModelArguments defaults (e.g. event_count)
+    # per variant, the config values its reference used on this benchmark (CM2's windows and top-k, PDVC's K)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def model_config(self, variant: str) -> dict[str, Any]:
+        """Config fields of this preset for a model variant ("cacmi", "pdvc" or "cm2")."""
+        return {**self.config, **variant_values(variant), **self.variants.get(variant, {})}
 
 
 # The synthetic world: 1 fps videos of 30-120 s with 2-6 events, captions of at most 7 words over a
@@ -58,7 +65,7 @@ SYNTHETIC_CONFIG: dict[str, Any] = dict(
     max_event_count=6,
     num_clusters=8,
     retrieval_top_k=10,
-    retrieval_window_size=15,
+    retrieval_num_windows=8,  # 15 frames each
     caption_hidden_size=128,
     caption_dropout=0.1,
     max_caption_len=10,
@@ -73,6 +80,7 @@ TRAINING_PRESETS: dict[str, TrainingPreset] = {
     "activitynet": TrainingPreset(
         name="activitynet",
         config=dict(CONFIG_PRESETS["activitynet"]),
+        variants=PRESET_VARIANTS["activitynet"],
         training=dict(RECIPE),
         # ActivityNet reports val_1 + val_2 together: select the checkpoint on videos held out of train.
         data=dict(train_split="train", eval_split=None, holdout_videos=500, test_splits=["val_1+val_2"]),
@@ -80,6 +88,7 @@ TRAINING_PRESETS: dict[str, TrainingPreset] = {
     "youcook2": TrainingPreset(
         name="youcook2",
         config=dict(CONFIG_PRESETS["youcook2"]),
+        variants=PRESET_VARIANTS["youcook2"],
         training=dict(RECIPE),
         data=dict(train_split="train", eval_split=None, holdout_videos=100, test_splits=["validation"]),
     ),

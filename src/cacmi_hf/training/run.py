@@ -134,7 +134,7 @@ def _build_config(data_args, model_args, preset, tokenizer, feature_dim, train_d
 
     if model_args.variant not in VARIANTS:
         raise TrainingSetupError(f"Unknown --variant {model_args.variant!r}; choose one of {sorted(VARIANTS)}.")
-    values = {**preset.config, **VARIANTS[model_args.variant]}
+    values = preset.model_config(model_args.variant)
     overrides = parse_config_overrides(model_args.config_overrides)
     values.update(overrides)
     if feature_dim is not None and "feature_dim" not in overrides:
