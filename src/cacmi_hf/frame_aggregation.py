@@ -295,8 +295,10 @@ class CrossModalFrameAggregation(nn.Module):
                 f"CrossModalFrameAggregation: memory bank dimension {memory_bank.dim} differs from the frame feature "
                 f"size {video_features.shape[-1]}; rebuild the bank with the matching CLIP text tower."
             )
-        with torch.no_grad():
-            features = video_features.detach()
+        # float32 island: under autocast the pooling matmuls (and the bank's search) would run in bf16 while
+        # training and in float32 at inference, and retrieve different neighbours; no gradient flows here anyway
+        with torch.no_grad(), torch.autocast(video_features.device.type, enabled=False):
+            features = video_features.detach().to(torch.promote_types(video_features.dtype, torch.float32))
             if self.mode == "clusters":
                 assignment, spans, query_mask = contiguous_ward_clustering(
                     features, video_mask, self.num_clusters, self.max_span

@@ -23,7 +23,9 @@ class MemoryBank(nn.Module):
             used by the "same_video" exclusion.
 
     Retrieval is chunked over M with a running top-k, so a bank of a million entries needs only
-    `B·Q·chunk_size` scores at a time.
+    `B·Q·chunk_size` scores at a time. The bank and its search are float32 in every mode: `model.to(torch.bfloat16)`
+    leaves the embeddings float32 and retrieval runs with autocast off, so mixed-precision training retrieves
+    exactly what float32 inference retrieves (bf16 scores would reorder close neighbours).
     """
 
     def __init__(self, num_entries: int, dim: int):
@@ -31,8 +33,17 @@ class MemoryBank(nn.Module):
         if num_entries < 0 or dim < 1:
             raise ValueError(f"MemoryBank needs num_entries >= 0 and dim >= 1, got num_entries={num_entries}, dim={dim}.")
         self.dim = dim
-        self.register_buffer("embeddings", torch.zeros(num_entries, dim), persistent=True)
+        # float32 whatever torch's default dtype (from_pretrained(dtype=bf16) builds under a bf16 default)
+        self.register_buffer("embeddings", torch.zeros(num_entries, dim, dtype=torch.float32), persistent=True)
         self.register_buffer("video_index", torch.full((num_entries,), -1, dtype=torch.long), persistent=True)
+
+    def _apply(self, fn, recurse=True):
+        """`Module._apply` (`.to`, `.half()`, `.cuda()`, ...), except that the embeddings keep float32: only their device moves."""
+        embeddings = self.embeddings
+        super()._apply(fn, recurse)
+        if self.embeddings.dtype != torch.float32 and embeddings.dtype == torch.float32:
+            self.embeddings = embeddings.to(device=self.embeddings.device)  # from the float32 original: no rounding
+        return self
 
     def init_special_weights(self):
         """Give buffers missing from a checkpoint the empty-bank values (zeros, video -1) instead of garbage."""
@@ -167,6 +178,15 @@ class MemoryBank(nn.Module):
                 f"{num} bank entries; lower config.retrieval_top_k or use a larger bank."
             )
 
+        with torch.autocast(self.embeddings.device.type, enabled=False):  # float32 island (see the class docstring)
+            return self._search(queries, top_k, exclude_video, exclude, query_mask, chunk_size)
+
+    def _search(self, queries, top_k, exclude_video, exclude, query_mask, chunk_size):
+        """The float32 body of `retrieve` (arguments checked there)."""
+        batch, num_q, _ = queries.shape
+        num = self.num_entries
+        extra = 1 if exclude == "top1" else 0
+        keep = top_k + extra
         device = self.embeddings.device
         flat = F.normalize(queries.reshape(batch * num_q, self.dim).to(device=device, dtype=torch.float32), dim=-1)  # (N, dim)
         best_scores = flat.new_full((batch * num_q, keep), float("-inf"))  # (N, keep)
