@@ -222,3 +222,50 @@ def test_two_fps_world_keeps_boundaries_on_frame_times():
     for start, end in video.annotation()["timestamps"]:
         assert start * 2 == int(start * 2) and end * 2 == int(end * 2)
         assert (end - start) * 2 >= config.min_event_frames
+
+
+def test_ambiguous_world_draws_look_alikes_and_keeps_captions_and_layout():
+    """Same events and captions as the present world; an aliased object is drawn exactly as its look-alike."""
+    ambiguous = W.WORLD_SETTINGS["ambiguous"]
+    assert ambiguous.drawn("yellow") == "red" and ambiguous.drawn("cross") == "triangle" and ambiguous.drawn("red") == "red"
+    aliased = dict(W.AMBIGUOUS_RENDERING)
+    checked = 0
+    for index in range(12):
+        plain = generate_video("train", index, seed=5)
+        alike = generate_video("train", index, seed=5, config=ambiguous)
+        assert alike.events == plain.events  # layout, captions and draws unchanged
+        assert np.array_equal(alike.visible, plain.visible)
+        shown = [W.dataclasses.replace(e, colour=aliased.get(e.colour, e.colour), shape=aliased.get(e.shape, e.shape))
+                 for e in plain.events]
+        if shown == plain.events:
+            assert np.array_equal(alike.frames, plain.frames)  # nothing aliased: identical pixels
+            continue
+        # the same random draws, with the look-alike words drawn: the pixels of a world that names what it draws
+        rng = W._video_rng(5, "train", index)
+        config = WorldConfig()
+        assert rng.integers(round(config.min_duration_s), round(config.max_duration_s) + 1) == plain.num_frames
+        assert W.sample_events(rng, plain.num_frames, config) == plain.events
+        frames, _ = W.render_video(rng, plain.num_frames, shown, config)
+        assert np.array_equal(alike.frames, frames)
+        checked += 1
+    assert checked >= 5
+
+
+@pytest.mark.parametrize(
+    "render_as, message",
+    [((("yellow", "circle"),), "two different colours"), ((("red", "red"),), "two different"),
+     ((("yellow", "red"), ("red", "blue")), "mapped once"), ((("yellow", "red"), ("yellow", "blue")), "mapped once")],
+)
+def test_render_as_validation_names_the_pair(render_as, message):
+    with pytest.raises(ValueError, match=message):
+        WorldConfig(render_as=render_as)
+
+
+def test_ambiguous_world_round_trips_through_its_manifest(tmp_path):
+    config = W.WORLD_SETTINGS["ambiguous"]
+    first = generate_world(tmp_path / "w", {"train": 1}, seed=1, config=config, progress=False)
+    stamp = first.video_path("syn_train_00000").stat().st_mtime_ns
+    again = generate_world(tmp_path / "w", {"train": 1}, seed=1, config=config, progress=False)  # reused, not rewritten
+    assert again.video_path("syn_train_00000").stat().st_mtime_ns == stamp
+    saved = json.loads(first.manifest.read_text())["config"]["render_as"]
+    assert [tuple(p) for p in saved] == list(W.AMBIGUOUS_RENDERING)

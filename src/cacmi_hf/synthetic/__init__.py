@@ -18,12 +18,14 @@ from .tiny_clip import (
 )
 from .world import (
     ACTIONS,
+    AMBIGUOUS_RENDERING,
     CAPTION_RE,
     COLOUR_RGB,
     DEFAULT_NUM_VIDEOS,
     SHAPES,
     SyntheticEvent,
     SyntheticVideo,
+    WORLD_SETTINGS,
     WorldConfig,
     WorldPaths,
     generate_video,
@@ -38,6 +40,7 @@ from .world import (
 
 __all__ = [
     "ACTIONS",
+    "AMBIGUOUS_RENDERING",
     "CAPTION_RE",
     "COLOUR_RGB",
     "DEFAULT_NUM_VIDEOS",
@@ -48,6 +51,7 @@ __all__ = [
     "TINY_CLIP_MODEL_CFG",
     "TINY_CLIP_PREPROCESS_CFG",
     "TinyClipTrainingConfig",
+    "WORLD_SETTINGS",
     "WorldConfig",
     "WorldPaths",
     "build_tiny_clip",

@@ -17,6 +17,13 @@ in frames ``a .. b-1`` exactly, so every boundary falls on a frame time and a pr
 frame grid can reach tIoU 1. Events last at least ``min_event_frames`` (8) frames, so a
 one-frame error costs little tIoU on most events (the tIoU 0.9 term of the localisation scores).
 
+Settings (``WORLD_SETTINGS``): "present" is the default world above. "ambiguous" draws some caption words as
+others (``WorldConfig.render_as``): yellow, cyan and purple objects are drawn in red, green and blue, squares as
+circles and crosses as triangles, while the captions keep the true words. From the pixels alone a caption's
+colour and shape are then each one of two; only a sentence that names them (retrieved text, in the retrieval
+study ``benchmarks/bench_mechanism.py``) carries the missing detail. The event layout, captions and random
+draws are those of the present world video for video; only the drawing differs.
+
 Layout on disk (``generate_world``)::
 
     out_dir/world.json             generator settings, seed and video ids per split
@@ -61,6 +68,14 @@ ACTION_PHRASES: dict[str, str] = {
 }
 ACTIONS: tuple[str, ...] = tuple(ACTION_PHRASES)
 DEFAULT_NUM_VIDEOS: dict[str, int] = {"train": 400, "val": 50, "test": 50}
+# (caption word, word drawn instead): the "ambiguous" setting's look-alikes, one hue / outline for two names
+AMBIGUOUS_RENDERING: tuple[tuple[str, str], ...] = (
+    ("yellow", "red"),
+    ("cyan", "green"),
+    ("purple", "blue"),
+    ("square", "circle"),
+    ("cross", "triangle"),
+)
 MANIFEST_NAME = "world.json"
 MANIFEST_FORMAT = 1
 
@@ -93,6 +108,13 @@ class WorldConfig:
     actions: tuple[str, ...] = ACTIONS
     codec: str = "libx264"
     crf: int = 18
+    # (caption word, drawn word) pairs: objects named by the first are drawn as the second (same kind: colour or
+    # shape); the caption keeps the first. Empty: every object is drawn as named.
+    render_as: tuple[tuple[str, str], ...] = ()
+
+    def drawn(self, word: str) -> str:
+        """The colour or shape name actually drawn for a caption word (itself unless ``render_as`` maps it)."""
+        return dict(self.render_as).get(word, word)
 
     def __post_init__(self):
         """Reject settings that cannot produce a valid world, naming the field and the fix."""
@@ -126,6 +148,19 @@ class WorldConfig:
             unknown = [c for c in chosen if c not in known]
             if not chosen or unknown:
                 raise ValueError(f"WorldConfig.{name}={chosen!r}: unknown {unknown}; choose from {list(known)}")
+        for pair in self.render_as:
+            kinds = [k for k, known in (("colour", COLOUR_RGB), ("shape", SHAPES)) if len(pair) == 2 and set(pair) <= set(known)]
+            if not kinds or pair[0] == pair[1]:
+                raise ValueError(
+                    f"WorldConfig.render_as pair {pair!r}: give (caption word, drawn word), two different colours "
+                    f"({list(COLOUR_RGB)}) or two different shapes ({list(SHAPES)})"
+                )
+        words = [pair[0] for pair in self.render_as]
+        if len(set(words)) != len(words) or set(words) & {pair[1] for pair in self.render_as}:
+            raise ValueError(
+                f"WorldConfig.render_as={self.render_as!r}: each caption word may be mapped once, and never to a word "
+                "that is itself mapped; list each look-alike pair once"
+            )
 
 
 @dataclass(frozen=True)
@@ -350,8 +385,8 @@ def render_video(
         dx = grid[None, None, :] - x[:, None, None].astype(np.float32)  # (n, 1, W)
         dy = grid[None, :, None] - y[:, None, None].astype(np.float32)  # (n, H, 1)
         r = radius[:, None, None].astype(np.float32)  # (n, 1, 1)
-        mask = _shape_mask(event.shape, dx, dy, r) & visible[:, None, None]  # (n, H, W)
-        colour = np.rint(np.asarray(COLOUR_RGB[event.colour]) * rng.uniform(0.85, 1.0)).astype(np.int16)
+        mask = _shape_mask(config.drawn(event.shape), dx, dy, r) & visible[:, None, None]  # (n, H, W)
+        colour = np.rint(np.asarray(COLOUR_RGB[config.drawn(event.colour)]) * rng.uniform(0.85, 1.0)).astype(np.int16)
         # Flat pixel indices: several times faster than boolean-mask assignment into a 4-D slice.
         pixels = frames.reshape(-1, 3)  # (T*H*W, 3) view
         pixels[np.flatnonzero(mask) + event.start_frame * size * size] = colour
@@ -360,6 +395,13 @@ def render_video(
         n = config.temporal_noise
         frames += rng.integers(-n, n + 1, (num_frames, size, size, 1), dtype=np.int16)  # (T, H, W, 1)
     return np.clip(frames, 0, 255).astype(np.uint8), visible_all
+
+
+# The worlds of the retrieval study: the default one, and one whose pixels leave colour and shape ambiguous.
+WORLD_SETTINGS: dict[str, WorldConfig] = {
+    "present": WorldConfig(),
+    "ambiguous": WorldConfig(render_as=AMBIGUOUS_RENDERING),
+}
 
 
 def generate_video(split: str, index: int, *, seed: int = 0, config: WorldConfig | None = None) -> SyntheticVideo:
@@ -505,7 +547,7 @@ def generate_world(
     the same seed, counts and settings is returned as is unless ``overwrite``; one with other
     settings is replaced.
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
     config = dataclasses.replace(config or WorldConfig(), **config_overrides)
     config = dataclasses.replace(config, codec=_available_codec(config.codec))
@@ -528,7 +570,7 @@ def generate_world(
     (staging / "videos").mkdir(parents=True)
     annotations: dict[str, dict] = {split: {} for split in counts}
     paragraphs: dict[str, dict] = {split: {} for split in counts if split != "train"}
-    bar = tqdm(total=sum(counts.values()), desc="synthetic world", unit="video", disable=not progress)
+    bar = progress_bar(total=sum(counts.values()), desc="synthetic world", unit="video", enabled=progress)
     for video in iter_videos(counts, seed=seed, config=config):
         write_mp4(staging / "videos" / f"{video.video_id}.mp4", video.frames, config.fps, codec=config.codec, crf=config.crf)
         annotations[video.split][video.video_id] = video.annotation()
