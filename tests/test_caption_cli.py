@@ -72,3 +72,24 @@ def test_folder_argument_and_bad_batch_size(model_dir, world, capsys):
     assert [line.split(":")[0] for line in printed.splitlines() if not line.startswith(" ")] == ["v0", "v1", "v2"]
     with pytest.raises(SystemExit, match="batch-size"):
         main(["caption", str(folder), "--model", str(model_dir), "--batch-size", "0"])
+
+
+def test_rerank_alpha_from_the_saved_config_or_the_command_line(pipe, world, tmp_path, capsys):  # noqa: F811
+    video = str(world["videos"][2])
+    folder = tmp_path / "model"
+    pipe.model.config.rerank_alpha, saved = 1e4, pipe.model.config.rerank_alpha
+    try:
+        pipe.model.save_pretrained(folder)
+    finally:
+        pipe.model.config.rerank_alpha = saved
+    pipe.processor.save_pretrained(folder)
+
+    def first_caption(*extra):
+        assert main(["caption", video, "--model", str(folder), "--max-events", "1", "--no-progress", *extra]) == 0
+        return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  ["))
+
+    by_caption = pipe(video, max_events=1, rerank_alpha=1e4)[0]["caption"]
+    by_confidence = pipe(video, max_events=1, rerank_alpha=0.0)[0]["caption"]
+    assert by_caption != by_confidence
+    assert by_caption in first_caption()  # the saved config's alpha
+    assert by_confidence in first_caption("--rerank-alpha", "0")

@@ -281,3 +281,18 @@ def test_saved_folder_runs_in_a_fresh_process_without_the_package(pipe, world, t
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert result.returncode == 0 and "REMOTE-OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_rerank_alpha_comes_from_the_model_config_unless_given(pipe, world):
+    path = str(world["videos"][2])
+    by_confidence = pipe(path, max_events=1, rerank_alpha=0.0)
+    by_caption = pipe(path, max_events=1, rerank_alpha=1e4)
+    assert by_confidence != by_caption  # the two rankings keep different events on this video
+    saved = world["model"].config.rerank_alpha
+    try:
+        for alpha, expected in ((0.0, by_confidence), (1e4, by_caption)):
+            world["model"].config.rerank_alpha = alpha
+            assert pipe(path, max_events=1) == expected
+        assert pipe(path, max_events=1, rerank_alpha=0.0) == by_confidence  # an explicit value wins
+    finally:
+        world["model"].config.rerank_alpha = saved

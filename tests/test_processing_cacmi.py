@@ -280,3 +280,24 @@ def test_event_count_rule_is_saved_and_used(tmp_path, processor):
     assert len(loaded.post_process_dense_video_captioning(outputs, [10.0])[0]) == 2
     with pytest.raises(ValueError, match="event_count"):
         CACMIProcessor(processor.video_processor, processor.tokenizer, event_count="mode")
+
+
+def test_rerank_alpha_is_saved_and_used(tmp_path, processor):
+    outputs = type("Out", (), {})()
+    outputs.logits = torch.tensor([[2.0, 0.0]])  # q0 confident
+    outputs.pred_segments = torch.tensor([[[0.25, 0.2], [0.75, 0.2]]])
+    outputs.pred_counts = torch.tensor([[0.0, 5.0, 0.0]])  # one event
+    outputs.caption_ids = torch.tensor([[[1, 4, 5, 2], [1, 6, 7, 2]]])
+    outputs.caption_log_probs = torch.tensor([[[0.0, -3.0, -3.0, 0.0], [0.0, -0.1, -0.1, 0.0]]])  # q1 fluent
+    starts = lambda **kw: [e["query_index"] for e in processor.post_process_dense_video_captioning(outputs, [10.0], **kw)[0]]
+    assert processor.rerank_alpha == 1.0 and starts() == [1]  # 1·(-6/4) + .88 < 1·(-.2/4) + .5
+    assert starts(rerank_alpha=0.0) == [0]
+    processor.rerank_alpha = 0.0
+    try:
+        processor.save_pretrained(tmp_path)
+        assert starts() == [0]
+    finally:
+        processor.rerank_alpha = 1.0
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert loaded.rerank_alpha == 0.0
+    assert [e["query_index"] for e in loaded.post_process_dense_video_captioning(outputs, [10.0])[0]] == [0]

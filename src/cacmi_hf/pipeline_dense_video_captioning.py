@@ -77,7 +77,7 @@ class DenseVideoCaptioningPipeline(Pipeline):
         on_error (`str`): "raise" (default for one input), "warn" (default for a list: a video that cannot be
             read gives `[]` and a warning, the others are unaffected) or "return" (it gives `{"error": message,
             "input": name}`).
-        rerank_alpha (`float`): weight of the caption score when ranking queries (default 1.0).
+        rerank_alpha (`float`): weight of the caption score when ranking queries (default: the model config's).
         max_caption_len (`int`): most words per caption.
 
     Returns:
@@ -260,7 +260,7 @@ class DenseVideoCaptioningPipeline(Pipeline):
         threshold: float | None = None,
         max_events: int | None = None,
         return_retrieved: bool | int = False,
-        rerank_alpha: float = 1.0,
+        rerank_alpha: float | None = None,
         on_error: str = "raise",
         event_count: str | None = None,
     ):
@@ -275,7 +275,8 @@ class DenseVideoCaptioningPipeline(Pipeline):
             return []
         outputs = SimpleNamespace(**{k: entry.get(k) for k in ("logits", "pred_segments", "pred_counts", "caption_ids", "caption_log_probs")})
         events = self.processor.post_process_dense_video_captioning(
-            outputs, entry["durations"], threshold=threshold, max_events=max_events, rerank_alpha=rerank_alpha,
+            outputs, entry["durations"], threshold=threshold, max_events=max_events,
+            rerank_alpha=float(self.model.config.rerank_alpha) if rerank_alpha is None else rerank_alpha,
             event_count=event_count,
         )[0]
         events = [{"timestamp": e["timestamp"], "caption": e["caption"], "score": e["score"]} for e in events]

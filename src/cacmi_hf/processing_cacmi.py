@@ -361,6 +361,7 @@ def prepare_video_features(
         )
     for i, f in enumerate(items):
         if f.shape[0] == 0:
+        self.rerank_alpha = float(rerank_alpha)
             raise ValueError(f"video_features of video {i} has no frames (shape {tuple(f.shape)}).")
         if not torch.isfinite(f.float()).all():
             raise ValueError(f"video_features of video {i} has NaN/inf values; fix the feature file.")
@@ -396,11 +397,13 @@ class CACMIProcessor(ProcessorMixin):
     durations=...)` those of the feature path; `post_process_dense_video_captioning(outputs, durations)` turns
     `model.generate(...)` into timed sentences. `event_count` ("argmax", PDVC's rule, or "expected") is how
     the event counter's logits become the number of events kept; it is saved in `processor_config.json`, so
-    the pipeline and the Trainer's evaluation of a saved folder use it.
+    the pipeline and the Trainer's evaluation of a saved folder use it. `rerank_alpha` is the model config's
+    `rerank_alpha`, copied when the model and processor are saved together (training, conversion) so that
+    post-processing without the model ranks as the pipeline does; the pipeline reads the model's config.
     """
 
     def __init__(self, video_processor, tokenizer, memory_sentences: Sequence[str] | None = None,
-                 event_count: str = "argmax", **kwargs):
+                 event_count: str = "argmax", rerank_alpha: float = 1.0, **kwargs):
         check_event_count(event_count)
         super().__init__(video_processor, tokenizer, **kwargs)
         self.memory_sentences = list(memory_sentences) if memory_sentences is not None else None
@@ -451,12 +454,12 @@ class CACMIProcessor(ProcessorMixin):
         durations: Any,
         threshold: float | None = None,
         max_events: int | None = None,
-        rerank_alpha: float = 1.0,
+        rerank_alpha: float | None = None,
         event_count: str | None = None,
     ) -> list[list[dict[str, Any]]]:
         """Per video, `[{"timestamp": [s, e], "caption", "score", "query_index"}]` sorted by start (see `post_processing`).
 
-        `event_count` ("argmax" | "expected") defaults to the processor's `event_count`.
+        `event_count` ("argmax" | "expected") and `rerank_alpha` default to the processor's own (saved) values.
         """
         tok = self.tokenizer
         return post_process_dense_video_captioning(
@@ -467,7 +470,7 @@ class CACMIProcessor(ProcessorMixin):
             getattr(outputs, "caption_log_probs", None),
             durations,
             tokenizer=tok,
-            rerank_alpha=rerank_alpha,
+            rerank_alpha=self.rerank_alpha if rerank_alpha is None else float(rerank_alpha),
             threshold=threshold,
             max_events=max_events,
             event_count=event_count or self.event_count,

@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", help="Folder for the .srt/.vtt files (default: beside each video).")
     parser.add_argument("--threshold", type=float, default=None, help="Drop events with a lower confidence score.")
     parser.add_argument("--max-events", type=int, default=None, help="Events per video (default: the model's event counter).")
+    parser.add_argument("--rerank-alpha", type=float, default=None,
+                        help="Weight of the caption score when ranking events (default: the model config's rerank_alpha).")
     parser.add_argument("--batch-size", type=int, default=1, help="Videos per model batch (default: 1).")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda when available).")
     parser.add_argument("--scores", action="store_true", help="Show confidence scores in the subtitles.")
@@ -83,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         options["threshold"] = args.threshold
     if args.max_events is not None:
         options["max_events"] = args.max_events
+    if args.rerank_alpha is not None:
+        options["rerank_alpha"] = args.rerank_alpha
 
     bar = None
     if not args.no_progress:

@@ -260,7 +260,7 @@ def prepare_training(
     else:
         video_processor = CACMIVideoProcessor(num_frames=config.num_frames, max_fps=data_args.video_fps)
     processor = CACMIProcessor(video_processor, tokenizer, memory_sentences=bank.sentences if bank is not None else None,
-                               event_count=model_args.event_count)
+                               event_count=model_args.event_count, rerank_alpha=config.rerank_alpha)
 
     # features attached lazily; attach_features checks every video now and names the missing ones
     def with_features(dataset):
