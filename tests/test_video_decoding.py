@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 
 from cacmi_hf.video_decoding import (
+    TruncatedVideoError,
+    TruncatedVideoWarning,
     VideoDecodingError,
     VideoReader,
     decode_video,
+    frames_at_seeking,
     nearest_indices,
     probe_video,
     sample_times,
@@ -154,3 +157,63 @@ def test_corrupt_packets_are_skipped_with_a_warning(tmp_path):
     assert decoded.frames.shape == (4, 96, 128, 3)
     assert decoded.num_corrupt_packets > 0
     assert any("corrupt packet" in str(w.message) for w in caught)
+
+
+def write_noisy_video(path, seconds, fps, gop=None, faststart=False, size=(64, 48)):
+    """Random pictures (every frame differs, B-frames on) with an optional GOP length and the index at the front."""
+    rng = np.random.default_rng(0)
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+        if gop is not None:
+            stream.codec_context.options = {"g": str(gop), "keyint_min": str(gop), "bf": "3", "sc_threshold": "0"}
+        for _ in range(int(round(seconds * fps))):
+            image = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("gop", [15, 30, 60])
+def test_seeking_gives_the_every_frame_decoders_frames(tmp_path, gop):
+    path = write_noisy_video(tmp_path / "noise.mp4", 8.0, 30, gop=gop)
+    for options in ({"fps": 1.0}, {"fps": 3.0}, {"num_frames": 3}, {"num_frames": 40}):
+        every = decode_video(path, **options)
+        seeking = decode_video(path, seek=True, **options)
+        np.testing.assert_array_equal(seeking.timestamps, every.timestamps)
+        np.testing.assert_array_equal(seeking.frames, every.frames)  # bit-identical pictures
+    assert len({frame.tobytes() for frame in decode_video(path, fps=1.0, seek=True).frames}) == 8
+
+
+def test_seeking_decodes_only_from_the_keyframe_before_each_target(tmp_path):
+    path = write_noisy_video(tmp_path / "noise.mp4", 8.0, 30, gop=15)  # a keyframe every 0.5 s
+    with VideoReader(path) as reader:
+        frames = frames_at_seeking(reader, np.arange(8) + 0.5)  # every target sits on a keyframe
+        seeking = reader.frames_decoded
+    with VideoReader(path) as reader:
+        every = list(reader.frames_at(np.arange(8) + 0.5))
+        assert reader.frames_decoded >= 7 * 30  # up to the last target
+    np.testing.assert_array_equal(np.stack(frames), np.stack(every))
+    assert seeking <= 8 * 4  # a handful of pictures per target (decoder delay), not 225
+
+
+def test_truncated_file_uses_its_decodable_span(tmp_path):
+    whole = write_noisy_video(tmp_path / "whole.mp4", 10.0, 25, faststart=True)  # index first, like a download
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 4 // 10])
+    with pytest.warns(TruncatedVideoWarning, match=r"cut.mp4 is truncated: the container states 10.00 s but its frames end at 3\.\d\d s"):
+        decoded = decode_video(cut, fps=1)
+    assert 3.0 < decoded.duration < 4.5 and decoded.frames.shape[0] == round(decoded.duration)
+    with pytest.warns(TruncatedVideoWarning):
+        with VideoReader(cut) as reader:
+            assert reader.info.truncated and reader.info.stated_duration == pytest.approx(10.0)
+            assert reader.info.decodable_span == (0.0, pytest.approx(decoded.duration))
+    with pytest.raises(TruncatedVideoError, match="cut.mp4 is truncated.*decodable span 0.00-3"):
+        decode_video(cut, fps=1, strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a whole file says nothing
+        info = VideoReader(whole).info
+    assert not info.truncated and info.duration == pytest.approx(10.0)

@@ -131,3 +131,47 @@ def test_bad_inputs_and_configs(model, clip_dir):
     other_clip = build_open_clip_model(resolve_open_clip(other))
     with pytest.raises(ValueError, match="do not fit config.vision_config"):
         copy.deepcopy(tower).load_clip_weights(other_clip)
+
+
+def test_bf16_weights_match_fp32_features_and_return_float32(clip_dir):
+    config = tiny_config()
+    config.vision_config = resolve_open_clip(TINY_OPEN_CLIP_CONFIG).to_dict()
+    tower = CACMIVisionTower(config)
+    tower.load_clip_weights(clip_dir[1])
+    torch.manual_seed(2)
+    # smooth pictures (a coarse grid upsampled), normalised like CLIP inputs
+    pixels = torch.nn.functional.interpolate(torch.randn(8, 3, 4, 4), size=32, mode="bilinear").view(2, 4, 3, 32, 32)
+    reference = tower(pixels)  # (2, 4, 32)
+    assert tower.set_dtype("bf16") == torch.bfloat16 and tower.dtype == torch.bfloat16
+    half = tower(pixels)
+    assert half.dtype == torch.float32 and reference.dtype == torch.float32
+    cosine = torch.nn.functional.cosine_similarity(half, reference, dim=-1)  # (2, 4)
+    assert cosine.min() >= 0.999 and not torch.equal(half, reference)  # really computed in bf16
+    assert tower.set_dtype("fp32") == torch.float32
+    torch.testing.assert_close(tower(pixels), reference, atol=1e-2, rtol=0)  # bf16 round trip of the weights
+
+
+def test_auto_dtype_follows_the_cpu_flags(tmp_path, monkeypatch):
+    from cacmi_hf import open_clip_tower as oct
+
+    with_bf16 = tmp_path / "with"
+    with_bf16.write_text("processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n")
+    without = tmp_path / "without"
+    without.write_text("processor : 0\nflags : fpu sse avx2 avx512f avx512_vnni\n")
+    assert oct.cpu_has_native_bf16(with_bf16) and not oct.cpu_has_native_bf16(without)
+    monkeypatch.setattr(oct, "cpu_has_native_bf16", lambda: True)
+    assert oct.resolve_tower_dtype("auto", "cpu") == torch.bfloat16
+    monkeypatch.setattr(oct, "cpu_has_native_bf16", lambda: False)
+    assert oct.resolve_tower_dtype("auto", "cpu") == torch.float32
+    assert oct.resolve_tower_dtype("fp16") == torch.float16 and oct.resolve_tower_dtype(None) == torch.float32
+    assert oct.resolve_tower_dtype("bfloat16") == torch.bfloat16 and oct.dtype_name(torch.bfloat16) == "bf16"
+    with pytest.raises(ValueError, match="auto, fp32, bf16, fp16.*'int8'"):
+        oct.resolve_tower_dtype("int8")
+
+
+def test_frames_per_batch_scales_with_the_budget_and_dtype(model):
+    tower = copy.deepcopy(model.vision_tower)
+    small, large = tower.frames_per_batch(1), tower.frames_per_batch(64)
+    assert 1 <= small < large and tower.frames_per_batch(0) == 1
+    tower.set_dtype("bf16")
+    assert tower.frames_per_batch(64) >= 2 * large - 1  # half the bytes per activation

@@ -25,56 +25,9 @@ from transformers.video_processing_utils import VideoProcessorMixin
 
 from .open_clip_tower import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, OpenCLIPSpec, preprocess_frames, resolve_open_clip
 from .post_processing import check_event_count, post_process_dense_video_captioning
-from .video_decoding import VideoDecodingError, VideoReader, nearest_indices, sample_times
+from .video_decoding import VideoDecodingError, VideoReader, frames_at_seeking, keyframe_pts, nearest_indices, sample_times  # noqa: F401 (re-exported)
 
 MEMORY_SENTENCES_FILE = "memory_sentences.json"
-
-
-# --- Keyframe-seeking sampling. It reads VideoReader internals and belongs in video_decoding.VideoReader
-# --- (e.g. a `seek=True` option of `frames_at`); it lives here until it moves.
-
-
-def keyframe_pts(reader: VideoReader) -> np.ndarray:
-    """Presentation timestamps (stream time-base units) of the video's keyframes, from packet flags, then rewind.
-
-    Reading packets costs I/O only (no decoding), a small fraction of decoding the whole stream.
-    """
-    container, stream = reader._container, reader._stream
-    pts = [int(p.pts) for p in container.demux(stream) if p.pts is not None and p.is_keyframe]
-    container.seek(0)
-    return np.unique(np.asarray(pts, dtype=np.int64))
-
-
-def frames_at_seeking(reader: VideoReader, times: np.ndarray, *, max_short_side: int | None = None) -> list[np.ndarray]:
-    """The frames `reader.frames_at(times)` gives, decoding only from the keyframe before each far target.
-
-    Targets are grouped so that a new group starts where the keyframe before a target lies after the
-    previous target: decoding from there gives the same pictures (H.264/HEVC GOPs restart at keyframes)
-    while the frames in between are never decoded. Sparse sampling of a long video (L = 100 frames of a
-    10-minute clip) then decodes about L · GOP / 2 frames instead of all of them. Falls back to plain
-    sequential decoding when the container cannot be indexed or seeked.
-    """
-    import av
-
-    times = np.asarray(times, dtype=np.float64)
-    stream = reader._stream
-    base = float(stream.time_base) if stream.time_base else 0.0
-    try:
-        keys = keyframe_pts(reader) if base > 0 else np.zeros(0, np.int64)
-    except av.FFmpegError:
-        keys = np.zeros(0, np.int64)
-        reader._container.seek(0)
-    if keys.size < 2 or times.size < 2:
-        return list(reader.frames_at(times, max_short_side=max_short_side))
-    key_times = keys * base - reader.info.start_time  # (K,) seconds from the video start
-    slot = np.searchsorted(key_times, times, side="right") - 1  # (L,) keyframe at or before each target
-    starts = [0] + [i for i in range(1, times.size) if slot[i] >= 0 and key_times[slot[i]] > times[i - 1]]
-    frames: list[np.ndarray] = []
-    for first, end in zip(starts, starts[1:] + [times.size]):
-        if slot[first] >= 0 and (first > 0 or key_times[slot[first]] > 0):
-            reader._container.seek(int(keys[slot[first]]), stream=stream, backward=True, any_frame=False)
-        frames.extend(reader.frames_at(times[first:end], max_short_side=max_short_side))
-    return frames
 
 
 class CACMIVideoProcessorKwargs(TypedDict, total=False):

@@ -6,6 +6,12 @@ on screen at the bin centre `(k + 0.5) · d / n` (the last frame whose presentat
 instant). At a target rate `fps`, `n = max(1, round(d · fps))`, so a 10.4 s clip at 1 fps gives 10
 frames and the feature axis always spans exactly [0, d]. `nearest_indices(T, L)` applies the same
 rule to an already sampled sequence of T items.
+
+Opening a video reads its packet index once (packet times and keyframe flags, no decoding): it serves
+keyframe seeking (`frames_at_seeking`) and the truncation check. A file whose packets end before the
+container's stated duration (a partial download with the index at the front) gets a
+`TruncatedVideoWarning` naming it with both spans, and its decodable span becomes its duration, so the
+sampled times never run past the last real picture; `strict=True` makes it a `TruncatedVideoError`.
 """
 
 from __future__ import annotations
@@ -27,6 +33,14 @@ class VideoDecodingError(ValueError):
     """A video that cannot be decoded: not a media file, no video stream, or no frames."""
 
 
+class TruncatedVideoError(VideoDecodingError):
+    """A video whose decodable frames end well before the duration its container states (strict mode)."""
+
+
+class TruncatedVideoWarning(RuntimeWarning):
+    """A video whose decodable frames end well before the duration its container states; the shorter span is used."""
+
+
 @dataclass
 class VideoInfo:
     """What the container says about a video stream (times in seconds)."""
@@ -38,6 +52,13 @@ class VideoInfo:
     height: int
     average_fps: float | None
     num_frames: int | None
+    stated_duration: float | None = None  # what the container claims (None: it states nothing)
+    decodable_span: tuple[float, float] | None = None  # (first, end) seconds of the packets, from the video start
+
+    @property
+    def truncated(self) -> bool:
+        """True when the packets end before the stated duration (the duration was cut to the decodable span)."""
+        return self.stated_duration is not None and self.duration < self.stated_duration
 
 
 @dataclass
@@ -89,10 +110,28 @@ def _scaled_size(width: int, height: int, max_short_side: int | None) -> tuple[i
     return max(2, 2 * round(width * scale / 2)), max(2, 2 * round(height * scale / 2))
 
 
-class VideoReader:
-    """An open video: `info` from the container, `frames_at(times)` streams the sampled RGB frames."""
+@dataclass
+class PacketIndex:
+    """Packet times of the video stream: keyframe pts `(K,)` in stream time-base units, first/end seconds (absolute)."""
 
-    def __init__(self, source: VideoSource, *, threads: bool = True):
+    keyframes: np.ndarray
+    first: float | None
+    end: float | None
+
+
+def truncation_tolerance(fps: float | None) -> float:
+    """Seconds the packets may end before the stated duration without counting as truncated (2 frames, >= 0.5 s)."""
+    return max(0.5, 2.0 / fps) if fps else 0.5
+
+
+class VideoReader:
+    """An open video: `info` from the container, `frames_at(times)` streams the sampled RGB frames.
+
+    `check_span` (default True) reads the packet index at opening and cuts `info.duration` to the decodable
+    span of a truncated file, with a `TruncatedVideoWarning` (a `TruncatedVideoError` when `strict`).
+    """
+
+    def __init__(self, source: VideoSource, *, threads: bool = True, check_span: bool = True, strict: bool = False):
         import av
 
         self.name = _source_name(source)
@@ -118,9 +157,15 @@ class VideoReader:
                 f"{self.name} has no video stream (audio-only or data file); it cannot give frames."
             )
         self._stream = self._container.streams.video[0]
+        self._source, self._threads = source, threads
         if threads:
             self._stream.thread_type = "AUTO"  # frame + slice threads: decoding dominates at 1 fps sampling
+        self.num_corrupt_packets = 0
+        self.frames_decoded = 0  # pictures the decoder produced (what seeking saves)
+        self._index: PacketIndex | None = None
         self.info = self._probe()
+        if check_span:
+            self._check_span(strict)
 
     def _probe(self) -> VideoInfo:
         stream, container = self._stream, self._container
@@ -137,21 +182,71 @@ class VideoReader:
         width, height = stream.codec_context.width, stream.codec_context.height
         return VideoInfo(self.name, duration, start, width, height, rate, stream.frames or None)
 
+    @property
+    def index(self) -> PacketIndex:
+        """The packet index (read once: packet times and keyframe flags, no decoding, then rewind)."""
+        if self._index is None:
+            import av
+
+            keys, first, end = [], None, None
+            try:
+                for packet in self._container.demux(self._stream):
+                    if packet.pts is None:
+                        continue
+                    t0 = float(packet.pts * packet.time_base)
+                    t1 = t0 + float((packet.duration or 0) * packet.time_base)
+                    first = t0 if first is None else min(first, t0)
+                    end = t1 if end is None else max(end, t1)
+                    if packet.is_keyframe:
+                        keys.append(int(packet.pts))
+            except av.FFmpegError:
+                pass  # a damaged tail ends the index where the readable packets end
+            self._rewind()
+            self._index = PacketIndex(np.unique(np.asarray(keys, dtype=np.int64)), first, end)
+        return self._index
+
+    def _rewind(self) -> None:
+        """Back to the first packet; a container that refuses to seek (no packets at all) is reopened."""
+        import av
+
+        try:
+            self._container.seek(0)
+        except av.FFmpegError:
+            self._container.close()
+            if hasattr(self._source, "seek"):
+                self._source.seek(0)
+            self._container = av.open(self._source, mode="r")
+            self._stream = self._container.streams.video[0]
+            if self._threads:
+                self._stream.thread_type = "AUTO"
+
     def _duration_from_packets(self, start: float) -> tuple[float, float]:
-        """Container without a duration: read packet times (no decoding), then rewind."""
-        first, last = None, None
-        for packet in self._container.demux(self._stream):
-            if packet.pts is None:
-                continue
-            t0 = float(packet.pts * packet.time_base)
-            t1 = t0 + float((packet.duration or 0) * packet.time_base)
-            first = t0 if first is None else min(first, t0)
-            last = t1 if last is None else max(last, t1)
-        if first is None or last <= first:
+        """Container without a duration: the span of the packet times."""
+        index = self.index
+        if index.first is None or index.end <= index.first:
             self.close()
             raise VideoDecodingError(f"{self.name} has a video stream with zero frames (zero-length video).")
-        self._container.seek(0)
-        return last - first, first
+        return index.end - index.first, index.first
+
+    def _check_span(self, strict: bool) -> None:
+        """Cut the duration of a truncated file to its decodable span (warning, or error when strict)."""
+        info, index = self.info, self.index
+        if index.end is None:
+            return  # no packets: decoding reports it
+        first, end = index.first - info.start_time, index.end - info.start_time  # seconds from the video start
+        info.decodable_span = (max(first, 0.0), end)
+        info.stated_duration = info.duration
+        if end >= info.duration - truncation_tolerance(info.average_fps):
+            return
+        message = (
+            f"{self.name} is truncated: the container states {info.duration:.2f} s but its frames end at "
+            f"{end:.2f} s (decodable span {max(first, 0.0):.2f}-{end:.2f} s)"
+        )
+        if strict:
+            self.close()
+            raise TruncatedVideoError(f"{message}; re-download or re-encode it, or drop strict mode to use the decodable span.")
+        warnings.warn(f"{message}; using {end:.2f} s as its duration.", TruncatedVideoWarning, stacklevel=3)
+        info.duration = end
 
     def frames_at(self, times: np.ndarray, *, max_short_side: int | None = None) -> Iterator[np.ndarray]:
         """Yield one `(H, W, 3)` uint8 RGB frame per time in `times` (seconds from the start, ascending).
@@ -166,7 +261,7 @@ class VideoReader:
             raise ValueError("frames_at needs ascending times.")
         size = _scaled_size(self.info.width, self.info.height, max_short_side)
         targets = times + self.info.start_time  # absolute presentation times
-        self.num_corrupt_packets = 0
+        corrupt = 0
         cache: tuple[int, np.ndarray] | None = None  # (frame number, array): a frame shown at several targets
 
         def to_array(frame, number: int) -> np.ndarray:
@@ -186,8 +281,10 @@ class VideoReader:
             try:
                 frames = packet.decode()
             except av.FFmpegError:
-                self.num_corrupt_packets += 1  # one warning at the end, not one per packet
+                corrupt += 1  # one warning at the end, not one per packet
+                self.num_corrupt_packets += 1
                 continue
+            self.frames_decoded += len(frames)
             for frame in frames:
                 number += 1
                 t = frame.time if frame.time is not None else self.info.start_time + number / rate
@@ -201,9 +298,9 @@ class VideoReader:
         while next_target < len(targets):
             yield to_array(*previous)
             next_target += 1
-        if self.num_corrupt_packets:
+        if corrupt:
             warnings.warn(
-                f"{self.name}: {self.num_corrupt_packets} corrupt packet(s) skipped; nearby samples reuse the last good frame.",
+                f"{self.name}: {corrupt} corrupt packet(s) skipped; nearby samples reuse the last good frame.",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -219,6 +316,43 @@ class VideoReader:
         self.close()
 
 
+def keyframe_pts(reader: VideoReader) -> np.ndarray:
+    """Presentation timestamps (stream time-base units) of the video's keyframes, from the packet index."""
+    return reader.index.keyframes
+
+
+def frames_at_seeking(reader: VideoReader, times: np.ndarray, *, max_short_side: int | None = None) -> list[np.ndarray]:
+    """The frames `reader.frames_at(times)` gives, decoding only from the keyframe before each far target.
+
+    Targets are grouped so that a new group starts where the keyframe before a target lies after the
+    previous target: decoding from there gives the same pictures (H.264/HEVC GOPs restart at keyframes)
+    while the frames in between are never decoded. Sparse sampling of a long video (L = 100 frames of a
+    10-minute clip) then decodes about L · GOP / 2 frames instead of all of them. Falls back to plain
+    sequential decoding when the container cannot be indexed or seeked.
+    """
+    import av
+
+    times = np.asarray(times, dtype=np.float64)
+    stream = reader._stream
+    base = float(stream.time_base) if stream.time_base else 0.0
+    try:
+        keys = keyframe_pts(reader) if base > 0 else np.zeros(0, np.int64)
+    except av.FFmpegError:
+        keys = np.zeros(0, np.int64)
+        reader._container.seek(0)
+    if keys.size < 2 or times.size < 2:
+        return list(reader.frames_at(times, max_short_side=max_short_side))
+    key_times = keys * base - reader.info.start_time  # (K,) seconds from the video start
+    slot = np.searchsorted(key_times, times, side="right") - 1  # (L,) keyframe at or before each target
+    starts = [0] + [i for i in range(1, times.size) if slot[i] >= 0 and key_times[slot[i]] > times[i - 1]]
+    frames: list[np.ndarray] = []
+    for first, end in zip(starts, starts[1:] + [times.size]):
+        if slot[first] >= 0 and (first > 0 or key_times[slot[first]] > 0):
+            reader._container.seek(int(keys[slot[first]]), stream=stream, backward=True, any_frame=False)
+        frames.extend(reader.frames_at(times[first:end], max_short_side=max_short_side))
+    return frames
+
+
 def probe_video(source: VideoSource) -> VideoInfo:
     """Duration, start time, size and frame rate of a video, read from the container (no decoding)."""
     with VideoReader(source, threads=False) as reader:
@@ -231,24 +365,36 @@ def decode_video(
     fps: float | None = None,
     num_frames: int | None = None,
     max_short_side: int | None = None,
+    seek: bool = False,
+    strict: bool = False,
 ) -> DecodedVideo:
     """Decode a video (path, bytes or file object) into frames sampled at `fps` or at `num_frames` bin centres.
 
-    Raises FileNotFoundError for a missing path and VideoDecodingError (a ValueError) for a file that is
-    not a video, has no video stream or has no frames; corrupt packets are skipped with a warning.
+    `seek` decodes from the keyframe before each far target (`frames_at_seeking`: the same frames). Raises
+    FileNotFoundError for a missing path and VideoDecodingError (a ValueError) for a file that is not a video,
+    has no video stream or has no frames; corrupt packets are skipped with a warning; a truncated file is
+    sampled over its decodable span with a warning (`strict`: a TruncatedVideoError).
     """
-    with VideoReader(source) as reader:
+    with VideoReader(source, strict=strict) as reader:
         times = sample_times(reader.info.duration, fps=fps, num_frames=num_frames)
-        frames = list(reader.frames_at(times, max_short_side=max_short_side))
+        if seek:
+            frames = frames_at_seeking(reader, times, max_short_side=max_short_side)
+        else:
+            frames = list(reader.frames_at(times, max_short_side=max_short_side))
         return DecodedVideo(np.stack(frames), times, reader.info.duration, reader.num_corrupt_packets)
 
 
 __all__ = [
     "DecodedVideo",
+    "PacketIndex",
+    "TruncatedVideoError",
+    "TruncatedVideoWarning",
     "VideoDecodingError",
     "VideoInfo",
     "VideoReader",
     "decode_video",
+    "frames_at_seeking",
+    "keyframe_pts",
     "nearest_indices",
     "probe_video",
     "sample_times",

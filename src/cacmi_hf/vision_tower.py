@@ -27,6 +27,7 @@ from .open_clip_tower import (
     causal_text_mask,
     load_open_clip_weights,
     resolve_open_clip,
+    resolve_tower_dtype,
 )
 
 
@@ -148,6 +149,37 @@ class CACMIVisionTower(nn.Module):
         """Size D of the image embeddings."""
         return self.spec.embed_dim
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """Weight dtype of the tower (its outputs are float32 whatever it is)."""
+        return next(self.visual.parameters()).dtype
+
+    def set_dtype(self, dtype: str | torch.dtype | None = "auto") -> torch.dtype:
+        """Cast the tower's weights to `dtype` ("auto", "fp32", "bf16", "fp16"; see `resolve_tower_dtype`); returns it.
+
+        Only the weights change dtype (never autocast, which on CPU re-casts weights at every call); inputs are
+        cast to it in `forward` and features come back float32.
+        """
+        weight = next(self.visual.parameters())
+        resolved = resolve_tower_dtype(dtype, weight.device)
+        if weight.dtype != resolved:
+            self.visual.to(dtype=resolved)
+        return resolved
+
+    def frames_per_batch(self, memory_budget_mb: float) -> int:
+        """Frames one tower batch may hold within `memory_budget_mb` of activations (>= 1).
+
+        Estimate per frame for a ViT: ~12 width-sized tensors per token alive in a block plus two head x token x
+        token attention maps, in the tower's dtype; a ResNet tower is costed like a ViT of its output width.
+        """
+        cfg = self.spec.model_cfg["vision_cfg"]
+        width = int(cfg.get("width", 768))
+        patch = int(cfg.get("patch_size", 32) or 32)
+        tokens = (self.image_size // patch) ** 2 + 1
+        heads = max(1, width // int(cfg.get("head_width", 64)))
+        per_frame = (12 * tokens * width + 2 * heads * tokens * tokens) * self.dtype.itemsize
+        return max(1, int(memory_budget_mb * 2**20 // per_frame))
+
     def forward(self, pixel_values_videos: torch.Tensor, video_mask: torch.Tensor | None = None) -> torch.Tensor:
         r"""
         Args:
@@ -155,7 +187,7 @@ class CACMIVisionTower(nn.Module):
             video_mask (`(B, L)` bool, *optional*): True for real frames (default all); padding is skipped.
 
         Returns:
-            `(B, L, D)` L2-normalised frame embeddings in the tower's dtype, zero on padded frames.
+            `(B, L, D)` float32 L2-normalised frame embeddings (whatever the tower's dtype), zero on padded frames.
         """
         if pixel_values_videos.dim() != 5 or pixel_values_videos.shape[2] != 3:
             raise ValueError(
@@ -175,13 +207,13 @@ class CACMIVisionTower(nn.Module):
         weight = next(self.visual.parameters())
         flat = pixel_values_videos.flatten(0, 1)  # (B·L, 3, S, S)
         valid = torch.nonzero(video_mask.flatten().to(torch.bool)).squeeze(1)  # (V,)
-        out = weight.new_zeros(batch * frames, self.embed_dim)  # (B·L, D)
+        out = torch.zeros(batch * frames, self.embed_dim, device=weight.device)  # (B·L, D) float32
         with torch.no_grad():
             for chunk in valid.split(self.chunk_size):
                 embedded = self.visual(flat[chunk].to(device=weight.device, dtype=weight.dtype))  # (c, D)
                 if isinstance(embedded, tuple):  # towers built with output_tokens return (pooled, tokens)
                     embedded = embedded[0]
-                out[chunk] = F.normalize(embedded.float(), dim=-1).to(out.dtype)
+                out[chunk] = F.normalize(embedded.float(), dim=-1)
         return out.view(batch, frames, self.embed_dim)
 
     def load_clip_weights(self, source: str | os.PathLike | nn.Module | dict[str, torch.Tensor]) -> None:
