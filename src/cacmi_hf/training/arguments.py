@@ -48,6 +48,11 @@ class DataArguments:
     )
     min_count: int = field(default=2, metadata={"help": "Vocabulary: keep words seen this often in training captions."})
     train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    caption_normalization: str = field(
+        default="reference",
+        metadata={"help": "Vocabulary: 'reference' (PDVC/CM2: only , : ! _ ; - . ? / \" \\ become spaces) or "
+                  "'punctuation' (every punctuation mark becomes a space)."},
+    )
     eval_split: str | None = field(
         default=None,
         metadata={"help": "Held-out split for checkpoint selection; default: `holdout_videos` videos carved from train."},

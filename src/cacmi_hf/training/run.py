@@ -223,7 +223,8 @@ def prepare_training(
             max_len = parse_config_overrides(model_args.config_overrides).get(
                 "max_caption_len", preset.config.get("max_caption_len", 30)
             )
-            tokenizer = build_caption_tokenizer(sentences, min_count=data_args.min_count, max_caption_len=max_len)
+            tokenizer = build_caption_tokenizer(sentences, min_count=data_args.min_count, max_caption_len=max_len,
+                                                normalization=data_args.caption_normalization)
         config = _build_config(data_args, model_args, preset, tokenizer, feature_dim, train)
         check_tokenizer(tokenizer, config, data_args.tokenizer or "built from the training captions", "being built")
 
