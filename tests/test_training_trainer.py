@@ -73,8 +73,17 @@ def test_recipe_optimizer_and_halving_schedule(trained):
     _, _, run = trained
     trainer = run.trainer
     assert type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer) is torch.optim.Adam
-    decays = {g["weight_decay"] for g in trainer.optimizer.param_groups}
-    assert decays == {1e-4, 0.0}
+    # PDVC/CM2: torch.optim.Adam(model.parameters(), weight_decay=1e-4), biases and norms included
+    decayed = [p for g in trainer.optimizer.param_groups if g["weight_decay"] == 1e-4 for p in g["params"]]
+    trainable = [p for p in trainer.model.parameters() if p.requires_grad]
+    assert len(decayed) == len(trainable) and sum(len(g["params"]) for g in trainer.optimizer.param_groups) == len(trainable)
+    # the Trainer's rule is the switch: no decay on biases and norm layers
+    trainer.args.weight_decay_scope = "weights"
+    try:
+        names = trainer.get_decay_parameter_names(trainer.model)
+    finally:
+        trainer.args.weight_decay_scope = "all"
+    assert names and not any(n.endswith("bias") for n in names) and len(names) < len(trainable)
     schedule = trainer.lr_scheduler.lr_lambdas[0]
     assert schedule.steps_per_epoch == 4  # 8 videos, batch 2
     # lr_decay_start=1, every epoch, 2 epochs: int((2-1)/1) = 1 milestone at epoch 1
