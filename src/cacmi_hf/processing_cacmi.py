@@ -314,7 +314,6 @@ def prepare_video_features(
         )
     for i, f in enumerate(items):
         if f.shape[0] == 0:
-        self.rerank_alpha = float(rerank_alpha)
             raise ValueError(f"video_features of video {i} has no frames (shape {tuple(f.shape)}).")
         if not torch.isfinite(f.float()).all():
             raise ValueError(f"video_features of video {i} has NaN/inf values; fix the feature file.")
@@ -362,6 +361,7 @@ class CACMIProcessor(ProcessorMixin):
         self.memory_sentences = list(memory_sentences) if memory_sentences is not None else None
         # the post-processing count rule the pipeline and the Trainer's evaluation use; saved with the processor
         self.event_count = event_count
+        self.rerank_alpha = float(rerank_alpha)
 
     def to_dict(self) -> dict[str, Any]:
         """The processor config; the memory sentences go to their own file, not into `processor_config.json`."""
