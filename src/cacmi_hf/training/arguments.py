@@ -47,12 +47,12 @@ class DataArguments:
         metadata={"help": "Caption tokenizer folder (`cacmi build-vocab`); default: built from the training captions."},
     )
     min_count: int = field(default=2, metadata={"help": "Vocabulary: keep words seen this often in training captions."})
-    train_split: str = field(default="train", metadata={"help": "Split to train on."})
     caption_normalization: str = field(
         default="reference",
         metadata={"help": "Vocabulary: 'reference' (PDVC/CM2: only , : ! _ ; - . ? / \" \\ become spaces) or "
                   "'punctuation' (every punctuation mark becomes a space)."},
     )
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_split: str | None = field(
         default=None,
         metadata={"help": "Held-out split for checkpoint selection; default: `holdout_videos` videos carved from train."},
@@ -107,12 +107,12 @@ class DenseCaptioningTrainingArguments(TrainingArguments):
     output_dir: str | None = field(default="cacmi-output", metadata={"help": "Checkpoints and the final model."})
     learning_rate: float = field(default=5e-5, metadata={"help": "Adam learning rate [CM2]."})
     weight_decay: float = field(default=1e-4, metadata={"help": "L2 weight decay [CM2]."})
-    max_grad_norm: float = field(default=100.0, metadata={"help": "Gradient clipping norm [CM2]."})
     weight_decay_scope: str = field(
         default="all",
         metadata={"help": "'all': decay every parameter, as PDVC/CM2's torch.optim.Adam(model.parameters(), "
                   "weight_decay=...); 'weights': the Trainer's rule (no decay on biases and norm layers)."},
     )
+    max_grad_norm: float = field(default=100.0, metadata={"help": "Gradient clipping norm [CM2]."})
     num_train_epochs: float = field(default=30.0, metadata={"help": "Training epochs [CM2]."})
     per_device_train_batch_size: int = field(default=1, metadata={"help": "Videos per device and step (any size)."})
     per_device_eval_batch_size: int = field(default=8, metadata={"help": "Videos per device when generating."})
@@ -165,6 +165,8 @@ class DenseCaptioningTrainingArguments(TrainingArguments):
     def __post_init__(self):
         if self.lr_schedule not in ("step_halving", "transformers"):
             raise ValueError(f"--lr_schedule must be 'step_halving' or 'transformers', got {self.lr_schedule!r}.")
+        if self.weight_decay_scope not in ("all", "weights"):
+            raise ValueError(f"--weight_decay_scope must be 'all' or 'weights', got {self.weight_decay_scope!r}.")
         if self.eval_generation not in ("sharded", "main"):
             raise ValueError(f"--eval_generation must be 'sharded' or 'main', got {self.eval_generation!r}.")
         if self.remove_unused_columns:
@@ -175,8 +177,6 @@ class DenseCaptioningTrainingArguments(TrainingArguments):
         if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
             raise ValueError(f"--time_budget_minutes must be > 0 (or unset for no budget), got {self.time_budget_minutes}.")
         if self.eval_no_java and self.metric_for_best_model in ("score", "METEOR", "eval_METEOR", "SODA_c", "eval_SODA_c"):
-        if self.weight_decay_scope not in ("all", "weights"):
-            raise ValueError(f"--weight_decay_scope must be 'all' or 'weights', got {self.weight_decay_scope!r}.")
             raise ValueError(
                 f"--eval_no_java computes no METEOR/SODA_c, so --metric_for_best_model {self.metric_for_best_model} "
                 "cannot be used; pick e.g. CIDEr or F1, or install Java."
