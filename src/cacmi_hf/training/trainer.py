@@ -110,14 +110,14 @@ class DenseCaptioningTrainer(Trainer):
     def set_initial_training_values(self, args, dataloader):
         """Record the optimizer steps per epoch: the halving schedule counts epochs."""
         values = super().set_initial_training_values(args, dataloader)
+        self._steps_per_epoch = values[1]
+        return values
+
     def get_decay_parameter_names(self, model) -> list[str]:
         """Parameters under weight decay: every one (`--weight_decay_scope all`, PDVC/CM2's Adam) or the Trainer's choice."""
         if getattr(self.args, "weight_decay_scope", "all") == "all":
             return [name for name, _ in model.named_parameters()]
         return super().get_decay_parameter_names(model)
-
-        self._steps_per_epoch = values[1]
-        return values
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         """The recipe's epoch-wise halving (`args.lr_schedule == "step_halving"`), else transformers' schedulers."""
