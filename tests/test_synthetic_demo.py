@@ -35,3 +35,13 @@ def test_report_needs_every_target():
     assert _report(low_f1, baseline, quick=False)[1] is False
     no_java = {"average": {"CIDEr": 2.0, "F1": 0.81}, "SODA_c": None, "videos": {"evaluated": 30}}
     assert _report(no_java, baseline, quick=True)[1] is False  # METEOR / SODA_c missing: not met
+
+
+def test_report_prints_targets_in_the_units_of_the_values():
+    baseline = {"average": {"METEOR": 0.04, "CIDEr": 0.3, "F1": 0.43}, "SODA_c": 0.06, "videos": {"evaluated": 30}}
+    good = {"average": {"METEOR": 0.25, "CIDEr": 2.0, "F1": 0.81}, "SODA_c": 0.23, "videos": {"evaluated": 30}}
+    lines, _ = _report(good, baseline, quick=False)
+    rows = {line.split()[0]: line.split() for line in lines[1:-1]}
+    assert rows["F1"] == ["F1", "81.00", "43.00", "1.9x", ">=", "75.00"]  # percent beside percent
+    assert rows["METEOR"] == ["METEOR", "25.00", "4.00", "6.2x", ">=", "3.0x"]  # a ratio beside the ratios
+    assert "F1 >= 75% " in lines[-1]

@@ -16,12 +16,18 @@ COMMANDS = {
     "evaluate": ("cacmi_hf.evaluation.cli", "Score dense captions with the field's metrics."),
     "demo": ("cacmi_hf.synthetic.demo", "Run the whole pipeline on the synthetic world."),
     "card": ("cacmi_hf.commands.card", "Write a model card from an evaluation JSON."),
+    "app": ("cacmi_hf.app", "Caption videos in the browser (Gradio; pip install 'cacmi_hf[app]')."),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every available sub-command attached."""
-    parser = argparse.ArgumentParser(prog="cacmi", description="CACMI dense video captioning.")
+    # every command takes --progress (before or after its name): bars even when stderr is not a terminal
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--progress", action="store_true", default=argparse.SUPPRESS,
+                        help="Progress bars even when stderr is not a terminal (default: bars on a terminal, "
+                             "otherwise a log line every 10%% with rates; see CACMI_PROGRESS).")
+    parser = argparse.ArgumentParser(prog="cacmi", description="CACMI dense video captioning.", parents=[common])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         try:
@@ -30,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
             if err.name and err.name.startswith("cacmi_hf"):
                 continue  # command not shipped in this version
             raise
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
     return parser
@@ -40,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cacmi` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "progress", False):
+        from .progress import set_progress_mode
+
+        set_progress_mode("bar")
     if not hasattr(args, "_run"):
         parser.print_help()
         return 2

@@ -90,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
 
     bar = None
     if not args.no_progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress as progress_bar
 
-        bar = tqdm(total=len(videos), desc="caption", unit="video", file=sys.stderr)
+        bar = progress_bar(total=len(videos), desc="caption", unit="video")
     results: dict[str, object] = {}
     step = args.batch_size
     for start in range(0, len(videos), step):

@@ -92,9 +92,9 @@ def build_memory_bank(
     chunks = []
     starts = range(0, len(sentences), batch_size)
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress as progress_bar
 
-        starts = tqdm(starts, desc="memory bank", unit="batch")
+        starts = progress_bar(starts, desc="memory bank", unit="batch")
     for start in starts:
         chunks.append(encode_texts(model, sentences[start : start + batch_size], tokenizer, batch_size=batch_size))
     embeddings = torch.cat(chunks).float()

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar
 
 from .io import ReferenceSet, VideoEvents
 from .localization import tiou_matrix
@@ -82,7 +82,7 @@ class CaptionSetScorer:
             ngram = ngram_set_scores([[(h, (r,)) for h, r in pairs] for pairs in sets])  # (S, 5), 0 for an empty set
             scores[:, :4], scores[:, 6] = ngram[:, :4], ngram[:, 4]
             pairs = [p for i in filled for p in sets[i]]
-            for pair in tqdm(dict.fromkeys(pairs), desc="ROUGE-L", unit="pair", disable=not progress, leave=False):
+            for pair in progress_bar(dict.fromkeys(pairs), desc="ROUGE-L", unit="pair", enabled=progress, leave=False):
                 if pair not in self._rouge:
                     self._rouge[pair] = rouge_l(pair[0], [pair[1]])
             owner = np.repeat(np.array(filled, np.int64), [len(sets[i]) for i in filled])

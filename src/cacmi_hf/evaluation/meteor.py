@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar
 
 from .meteor_driver import MAIN_CLASS, driver_classpath
 from .paraphrase_table import write_paraphrase_subset
@@ -222,7 +222,7 @@ class Meteor:
         answers: list[str] = []
         with self._lock:
             writer.start()
-            bar = tqdm(total=len(lines), desc=what, unit="line", disable=not progress, leave=False)
+            bar = progress_bar(total=len(lines), desc=what, unit="line", enabled=progress, leave=False)
             partial = b""
             while len(answers) < wanted:
                 chunk = self._process.stdout.read1(1 << 16)  # whatever has arrived, not line by line

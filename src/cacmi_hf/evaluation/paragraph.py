@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar
 
 from .io import ParagraphSet, VideoEvents
 from .meteor import Meteor, aggregate_statistics
@@ -78,8 +78,8 @@ def paragraph_scores(
         meteor_future = pool.submit(meteor_score) if meteor is not None else None
         ngram = ngram_set_scores([list(zip(hyps, refs))])[0]  # BLEU-1..4, CIDEr-D of the one corpus-level set
         result.update(zip(PARAGRAPH_METRICS[:4], ngram[:4].tolist()))
-        rouge = [rouge_l(h, r) for h, r in tqdm(list(zip(hyps, refs)), desc="paragraph ROUGE-L",
-                                              disable=not progress, leave=False)]
+        rouge = [rouge_l(h, r) for h, r in progress_bar(list(zip(hyps, refs)), desc="paragraph ROUGE-L",
+                                              enabled=progress, leave=False)]
         result["ROUGE_L"] = float(np.mean(np.array(rouge)))
         result["CIDEr"] = float(ngram[4])
         result["METEOR"] = meteor_future.result() if meteor_future is not None else None

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar
 
 from .io import ReferenceSet, VideoEvents
 from .localization import tiou_matrix
@@ -83,7 +83,7 @@ def soda_c(
     video_ids, layouts, requests = prepared if prepared is not None else soda_requests(predictions, reference, tokens)
     meteor_scores = meteor_from_statistics(meteor.statistics_array(requests, progress))  # (len(requests),)
     per_video, totals = {}, np.zeros((len(video_ids), 3))
-    for k, vid in enumerate(tqdm(video_ids, desc=f"SODA_c {reference.name}", disable=not progress, leave=False)):
+    for k, vid in enumerate(progress_bar(video_ids, desc=f"SODA_c {reference.name}", enabled=progress, leave=False)):
         overlap, rows, cols, start = layouts[k]
         weighted = np.zeros_like(overlap)  # (R, P)
         weighted[rows, cols] = overlap[rows, cols] * meteor_scores[start:start + len(rows)]

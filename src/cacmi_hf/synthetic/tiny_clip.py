@@ -213,7 +213,8 @@ def train_tiny_clip(
     ``callback(step, model)``, if given, runs after every optimiser step (e.g. to evaluate).
     """
     import open_clip
-    from tqdm.auto import tqdm
+
+    from ..progress import progress as progress_bar
 
     config = config or TinyClipTrainingConfig()
     model_cfg = model_cfg or TINY_CLIP_MODEL_CFG
@@ -255,7 +256,7 @@ def train_tiny_clip(
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_factor) for o in optimizers]
     history: dict = {"loss": [], "steps": 0}
     start = time.perf_counter()
-    bar = tqdm(range(config.steps), desc="tiny CLIP", unit="step", disable=not progress)
+    bar = progress_bar(range(config.steps), desc="tiny CLIP", unit="step", enabled=progress)
     for step in bar:
         batch = torch.randint(len(targets), (config.batch_size,), generator=generator)  # (B,)
         image_emb = F.normalize(model.encode_image(pixels[batch]), dim=-1)  # (B, D)
