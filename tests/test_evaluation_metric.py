@@ -54,3 +54,14 @@ def test_add_batch_then_compute_with_paragraphs(metric):
 def test_inconsistent_reference_counts_raise(metric):
     with pytest.raises(ValueError, match="one reference entry per reference file"):
         metric.compute(predictions=PREDICTIONS, references=[REFERENCES[0], REFERENCES[1][:1]], no_java=True)
+
+
+def test_protocol_passes_through(metric):
+    out = metric.compute(predictions=PREDICTIONS, references=REFERENCES, no_java=True, protocol="2018_cider")
+    assert out["protocol"] == "2018_cider" and "SPICE" in out["not_computed"]
+    # v2 has no prediction: 2018 scores it 0 and halves the mean, 2018_cider adds no pairs for it.
+    default = metric.compute(predictions=PREDICTIONS, references=REFERENCES, no_java=True)
+    assert default["protocol"] == "2018"
+    assert out["CIDEr"] == pytest.approx(2 * default["CIDEr"], rel=1e-12)
+    with pytest.raises(ValueError, match="'2019'"):
+        metric.compute(predictions=PREDICTIONS, references=REFERENCES, no_java=True, protocol="2019")

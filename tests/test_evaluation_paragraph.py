@@ -23,8 +23,9 @@ def test_normalisation_keeps_ascii_letters_only():
     assert normalize_paragraph("  ") == ""
 
 
-def test_predicted_paragraph_joins_in_start_time_order():
-    assert predicted_paragraph(PREDS["v1"]) == "a man runs he stops"
+def test_predicted_paragraph_keeps_the_prediction_order_or_sorts_by_start():
+    assert predicted_paragraph(PREDS["v1"]) == "he stops a man runs"  # as para_evaluate.py: file order
+    assert predicted_paragraph(PREDS["v1"], sort_by_start=True) == "a man runs he stops"
     assert predicted_paragraph(None) == ""
     assert predicted_paragraph(load_predictions({"v": []})["v"]) == ""
 
@@ -32,7 +33,7 @@ def test_predicted_paragraph_joins_in_start_time_order():
 def test_scores_equal_pycocoevalcap_on_the_normalised_corpus():
     out = paragraph_scores(PREDS, REFS, meteor=None)
     gts = {0: ["a man runs he stops running", "a man is running then he stops"], 1: ["the dog sits it barks"]}
-    res = {0: ["a man runs he stops"], 1: [""]}  # v2 has no prediction: empty paragraph
+    res = {0: ["he stops a man runs"], 1: [""]}  # v1 in file order; v2 has no prediction: empty paragraph
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     assert [out[f"Bleu_{n}"] for n in range(1, 5)] == pytest.approx(bleu, rel=1e-12)
     assert out["ROUGE_L"] == pytest.approx(Rouge().compute_score(gts, res)[0], rel=1e-12)
@@ -44,3 +45,11 @@ def test_scores_equal_pycocoevalcap_on_the_normalised_corpus():
 def test_no_videos():
     out = paragraph_scores(PREDS, load_paragraphs({}), meteor=None)
     assert out["videos"] == 0 and out["Bleu_4"] == 0.0
+
+
+def test_sort_by_start_scores_the_start_ordered_paragraph():
+    gts = {0: ["a man runs he stops running", "a man is running then he stops"], 1: ["the dog sits it barks"]}
+    res = {0: ["a man runs he stops"], 1: [""]}
+    out = paragraph_scores(PREDS, REFS, meteor=None, sort_by_start=True)
+    assert out["CIDEr"] == pytest.approx(Cider().compute_score(gts, res)[0], rel=1e-10)
+    assert out["CIDEr"] != paragraph_scores(PREDS, REFS, meteor=None)["CIDEr"]

@@ -17,6 +17,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 NOT_MEASURED = "not measured"
+# The densevid evaluator version of the paper's numbers. The paper does not name it; its tables put its numbers
+# beside CM2's and PDVC's, which are densevid 2018 (CM2's eval.py default `--eval_tool_version 2018`, which its
+# eval_anet.sh / eval_yc2.sh keep; PDVC's README: "In the paper, we ... use the evaluation toolkit in
+# ActivityNet Challenge 2018").
+PAPER_PROTOCOL = "2018"
+# Metrics whose value depends on the densevid protocol (SODA_c and localisation F1 do not).
+PROTOCOL_METRICS = ("Bleu_4", "METEOR", "CIDEr")
 PAPER = "Explicit Temporal-Semantic Modeling for Dense Video Captioning via Context-Aware Cross-Modal Interaction"
 PAPER_URL = "https://arxiv.org/abs/2511.10134"
 PIPELINE_TASK = "dense-video-captioning"
@@ -189,7 +196,8 @@ def card_metadata(benchmark: BenchmarkCard, evaluation: Mapping[str, Any] | None
                 dataset_name=benchmark.dataset_name,
                 dataset_split=evaluated_split(benchmark, evaluation),
                 metric_type=metric_id,
-                metric_name=label if key in ("SODA_c", "F1") else f"{label} (mean over tIoU {_tiou_text(evaluation)})",
+                metric_name=label if key not in PROTOCOL_METRICS else
+                f"{label} (densevid {_protocol(evaluation)}, mean over tIoU {_tiou_text(evaluation)})",
                 metric_value=round(scores[key], 2),
             )
         )
@@ -214,6 +222,11 @@ def evaluated_split(benchmark: BenchmarkCard, evaluation: Mapping[str, Any] | No
     return " + ".join(Path(f).stem for f in files)
 
 
+def _protocol(evaluation: Mapping[str, Any] | None) -> str:
+    """The densevid protocol of an evaluation result (results written before protocols existed are 2018)."""
+    return str(evaluation.get("protocol", "2018")) if evaluation is not None else PAPER_PROTOCOL
+
+
 def _tiou_text(evaluation: Mapping[str, Any] | None) -> str:
     tious = evaluation["tious"] if evaluation is not None else [0.3, 0.5, 0.7, 0.9]
     return "/".join(f"{t:g}" for t in tious)
@@ -227,19 +240,25 @@ def _results_table(benchmark: BenchmarkCard, evaluation: Mapping[str, Any] | Non
         f"| {benchmark.dataset_name} {benchmark.eval_split} | paper (CACMI, arXiv 2511.10134) | {ours} |",
         "| --- | ---: | ---: |",
     ]
+    protocol = _protocol(evaluation)
     for key, label, _ in CARD_METRICS:
         rows.append(f"| {label} | {benchmark.paper_results[key]:.2f} | {_percent(scores[key])} |")
+    rows.append(f"\nBLEU-4, METEOR and CIDEr: densevid {PAPER_PROTOCOL} protocol in the paper's column, densevid "
+                f"{protocol} in ours (`cacmi evaluate --protocol`); SODA_c and F1 do not depend on it.")
+    if protocol != PAPER_PROTOCOL:
+        rows.append(f"\n> Our BLEU-4 / METEOR / CIDEr follow densevid {protocol}, the paper's densevid {PAPER_PROTOCOL}: "
+                    f"not comparable (rerun `cacmi evaluate --protocol {PAPER_PROTOCOL}`).")
     return "\n".join(rows)
 
 
 def _paragraph_table(evaluation: Mapping[str, Any] | None) -> str:
     para = evaluation.get("paragraph") if evaluation is not None else None
     if not para:
-        return "Paragraph-level scores (predicted sentences joined in time order): not measured."
+        return "Paragraph-level scores (predicted sentences joined in prediction-file order): not measured."
     names = [n for n in ("Bleu_4", "METEOR", "CIDEr") if para.get(n) is not None]
     lines = [
-        f"Paragraph-level scores ({para.get('videos', '?')} videos; predicted sentences joined in time order; the "
-        "paper reports none, so there is nothing to compare with):",
+        f"Paragraph-level scores ({para.get('videos', '?')} videos; predicted sentences joined in "
+        f"{evaluation.get('paragraph_order', 'start time')} order; the paper reports none, so there is nothing to compare with):",
         "",
         "| " + " | ".join(names) + " |",
         "|" + " ---: |" * len(names),
@@ -390,11 +409,12 @@ accelerate launch examples/train.py --preset {b.preset} \\
 
 ```bash
 cacmi evaluate $WORK/{b.model_name}/{b.predictions_file} --references {refs} \\
-    --paragraph-references {paras} --output $WORK/scores.json
+    --paragraph-references {paras} --protocol 2018 --output $WORK/scores.json
 cacmi card --eval $WORK/scores.json --preset {b.preset} --model-id {model_id} --out $WORK/{b.model_name}/README.md
 ```
 
-`cacmi evaluate` reproduces the ActivityNet-2018 dense-captioning toolkit (densevid_eval) plus SODA_c:
+`cacmi evaluate --protocol 2018` reproduces densevid_eval's 2018 evaluator (`evaluate2018.py`, the protocol
+of the paper's numbers; `--protocol 2021` and `2018_cider` follow the other two scripts) plus SODA_c:
 for tIoU thresholds {tious}, every prediction is paired with every reference sentence it overlaps by
 at least the threshold (or with a dummy reference when none), sentences are tokenised with the Stanford
 PTB tokenizer and scored per video with BLEU, METEOR **1.5** (the coco-caption jar, `-l en -norm`), ROUGE-L

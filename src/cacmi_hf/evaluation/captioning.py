@@ -1,12 +1,14 @@
-"""Caption scores of the ActivityNet-2018 dense-captioning protocol (tIoU-paired, per video).
+"""Caption scores of the densevid dense-captioning protocols (tIoU-paired, per video or pooled).
 
 For each threshold and each reference video, every prediction is paired with every reference
 sentence (of every reference file holding the video) whose tIoU with it is >= the threshold; a
-prediction paired with none is paired with the reference "abc123!@#" instead, so that unmatched
-captions lower the scores. The pairs of one video form one scored set: BLEU and METEOR are
-corpus-level over the set, ROUGE-L and CIDEr-D the mean over its pairs, and CIDEr-D's document
-frequencies come from the set's references. A video without predictions scores 0. Per-threshold
-scores are means over all reference videos; the reported score is the mean over thresholds.
+prediction paired with none is paired with a reference that never matches instead ("abc123!@#",
+or one unknown word under protocol 2021: see ``protocols``), so that unmatched captions lower the
+scores. The pairs of one video form one scored set: BLEU and METEOR are corpus-level over the set,
+ROUGE-L and CIDEr-D the mean over its pairs, and CIDEr-D's document frequencies come from the set's
+references. A video without predictions scores 0. Per-threshold scores are means over all reference
+videos; the reported score is the mean over thresholds. Protocol 2018_cider scores one set per
+threshold instead, the union of every video's pairs (``pooled_sets``).
 """
 
 from __future__ import annotations
@@ -21,15 +23,21 @@ from .io import ReferenceSet, VideoEvents
 from .localization import tiou_matrix
 from .meteor import Meteor, aggregate_statistics
 from .ngram_metrics import ngram_set_scores, rouge_l
+from .protocols import GARBAGE_REFERENCE
 
-GARBAGE_REFERENCE = "abc123!@#"
 CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 
 
 def caption_pairs(
-    predicted: VideoEvents | None, references: Sequence[VideoEvents], tious: Sequence[float]
-) -> list[list[tuple[str, str]]]:
-    """(prediction, reference) sentence pairs of one video for each threshold (raw text)."""
+    predicted: VideoEvents | None,
+    references: Sequence[VideoEvents],
+    tious: Sequence[float],
+    unmatched: str | None = GARBAGE_REFERENCE,
+) -> list[list[tuple[str, str | None]]]:
+    """(prediction, reference) sentence pairs of one video for each threshold (raw text).
+
+    A prediction that overlaps no reference is paired with ``unmatched``.
+    """
     if predicted is None or len(predicted) == 0:
         return [[] for _ in tious]
     ref_sentences = [s for ref in references for s in ref.sentences]
@@ -43,7 +51,7 @@ def caption_pairs(
             if len(hits):
                 pairs.extend((sentence, ref_sentences[j]) for j in hits)
             else:
-                pairs.append((sentence, GARBAGE_REFERENCE))
+                pairs.append((sentence, unmatched))
         sets.append(pairs)
     return sets
 
@@ -101,14 +109,24 @@ def caption_sets(
     video_ids: Sequence[str],
     tious: Sequence[float],
     tokens: Mapping[str, str],
+    unmatched: str | None = None,
 ) -> list[list[tuple[str, str]]]:
-    """The tokenised pair sets of the protocol, video-major: set ``v * T + t`` is video v at threshold t."""
+    """The tokenised pair sets of the protocol, video-major: set ``v * T + t`` is video v at threshold t.
+
+    ``unmatched`` is the tokenised reference of unmatched predictions; None: ``tokens[GARBAGE_REFERENCE]``.
+    """
+    garbage = tokens[GARBAGE_REFERENCE] if unmatched is None else unmatched
     sets: list[list[tuple[str, str]]] = []
     for vid in video_ids:
         refs = [ref.videos[vid] for ref in references if vid in ref.videos]
-        for pairs in caption_pairs(predictions.get(vid), refs, tious):
-            sets.append([(tokens[h], tokens[r]) for h, r in pairs])
+        for pairs in caption_pairs(predictions.get(vid), refs, tious, unmatched=None):
+            sets.append([(tokens[h], garbage if r is None else tokens[r]) for h, r in pairs])
     return sets
+
+
+def pooled_sets(sets: Sequence[Sequence[tuple[str, str]]], num_tious: int) -> list[list[tuple[str, str]]]:
+    """Protocol 2018_cider's sets: for each threshold, the pairs of every video (video-major ``sets``) in one."""
+    return [[pair for pairs in sets[t::num_tious] for pair in pairs] for t in range(num_tious)]
 
 
 def meteor_requests(sets: Sequence[Sequence[tuple[str, str]]]) -> list[tuple[str, list[str]]]:
@@ -125,12 +143,14 @@ def caption_scores(
     scorer: CaptionSetScorer,
     progress: bool = False,
     sets: Sequence[Sequence[tuple[str, str]]] | None = None,
+    unmatched: str | None = None,
 ) -> np.ndarray:
     """Per-video caption scores (T, V, 7) of the protocol; ``tokens`` maps raw -> tokenised text.
 
-    ``sets`` may pass the result of ``caption_sets`` for the same arguments, computed earlier.
+    ``sets`` may pass the result of ``caption_sets`` for the same arguments, computed earlier;
+    ``unmatched`` is as in ``caption_sets``.
     """
     if sets is None:
-        sets = caption_sets(predictions, references, video_ids, tious, tokens)
+        sets = caption_sets(predictions, references, video_ids, tious, tokens, unmatched)
     scores = scorer.score_sets(sets, progress)  # (V * T, 7), video-major
     return scores.reshape(len(video_ids), len(tious), -1).transpose(1, 0, 2)

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from .evaluator import DEFAULT_TIOUS, evaluate_dense_captions, format_scores
+from .protocols import DEFAULT_PROTOCOL, PROTOCOLS
 from .tokenization import JavaNotFoundError
 
 
@@ -20,6 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reference file(s), e.g. val_1.json val_2.json")
     parser.add_argument("--paragraph-references", nargs="+", default=None,
                         help="paragraph reference file(s), e.g. para_val_1.json para_val_2.json")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
+                        help="densevid_eval3 version the caption metrics follow: 2018 (evaluate2018.py, default), "
+                             "2021 (evaluate2021.py: unmatched predictions against one unknown word) or 2018_cider "
+                             "(evaluate2018_cider.py: each tIoU's pairs of all videos scored as one corpus; no SPICE)")
+    parser.add_argument("--paragraph-sort-by-start", action="store_true",
+                        help="join each video's sentences in start-time order for the paragraph metrics (default: "
+                             "prediction-file order, as para_evaluate.py)")
     parser.add_argument("--tious", nargs="+", type=float, default=list(DEFAULT_TIOUS), help="tIoU thresholds")
     parser.add_argument("--max-proposals-per-video", type=int, default=1000,
                         help="events kept per video for the tIoU-paired metrics (first ones)")
@@ -46,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
                 args.references,
                 tious=args.tious,
                 paragraph_references=args.paragraph_references,
+                protocol=args.protocol,
+                paragraph_sort_by_start=args.paragraph_sort_by_start,
                 max_proposals_per_video=args.max_proposals_per_video,
                 soda=not args.no_soda,
                 no_java=args.no_java,

@@ -1,8 +1,9 @@
 """`evaluate_dense_captions`: the field's dense-captioning numbers in one call.
 
 One evaluation run tokenises every distinct sentence with one PTB tokenizer call, keeps one
-METEOR process for all of its metrics, and scores per video as the protocol demands
-(see ``captioning``, ``localization``, ``soda`` and ``paragraph`` for the definitions).
+METEOR process for all of its metrics, and scores per video or pooled as the chosen densevid
+protocol demands (see ``protocols``, ``captioning``, ``localization``, ``soda`` and ``paragraph``
+for the definitions).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from .captioning import (
     caption_scores,
     caption_sets,
     meteor_requests,
+    pooled_sets,
 )
 from .io import VideoEvents, load_paragraphs, load_predictions, load_references, reference_video_ids
 from .localization import f1_score, precision_recall
 from .meteor import Meteor
 from .paragraph import PARAGRAPH_METRICS, paragraph_scores, paragraph_texts
+from .protocols import DEFAULT_PROTOCOL, NOT_COMPUTED, check_protocol, pools_videos, protocol_label, unmatched_reference
 from .soda import soda_c, soda_requests
 from .tokenization import PTBTokenizer, SimpleTokenizer, remove_nonascii
 
@@ -52,6 +55,8 @@ def evaluate_dense_captions(
     tious: Sequence[float] = DEFAULT_TIOUS,
     paragraph_references: Any = None,
     *,
+    protocol: str = DEFAULT_PROTOCOL,
+    paragraph_sort_by_start: bool = False,
     max_proposals_per_video: int = 1000,
     soda: bool = True,
     no_java: bool = False,
@@ -62,7 +67,7 @@ def evaluate_dense_captions(
     per_video: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Score dense captions with the ActivityNet-2018 protocol, SODA_c and paragraph metrics.
+    """Score dense captions with a densevid protocol (2018 by default), SODA_c and paragraph metrics.
 
     Args:
         predictions: a submission JSON path or dict (``{"results": {video: [event]}}``), a mapping
@@ -72,6 +77,12 @@ def evaluate_dense_captions(
             Captions format; scores use the union of their videos.
         tious: tIoU thresholds averaged over.
         paragraph_references: optional paragraph reference file(s) ``{video: paragraph}``.
+        protocol: ``"2018"`` (default), ``"2021"`` or ``"2018_cider"``: which of densevid_eval3's
+            evaluate2018.py / evaluate2021.py / evaluate2018_cider.py the caption metrics follow
+            (see ``protocols``); localisation, SODA_c and paragraphs are the same under all three.
+        paragraph_sort_by_start: join each video's predicted sentences in start-time order for the
+            paragraph metrics; by default they keep the prediction file's order, as CM2's
+            ``para_evaluate.py`` does.
         max_proposals_per_video: events kept per video (first ones, in the given order) for the
             tIoU-paired metrics, as the toolkit does; SODA_c and paragraphs use all events.
         soda: compute SODA_c (needs METEOR).
@@ -85,16 +96,19 @@ def evaluate_dense_captions(
             default: on two cores a second process competes with the n-gram metrics and was slower.
         meteor_threads: aligner threads in that process (default: one per CPU core, at most 4;
             see ``Meteor``).
-        per_video: also return each video's scores (mean over thresholds).
+        per_video: also return each video's scores (mean over thresholds); under 2018_cider, which
+            scores no video on its own, a video's caption metrics are None.
         progress: show progress bars.
 
     Returns:
         A JSON-serialisable dict: ``average`` and ``per_tiou`` (``Bleu_1..4``, ``METEOR``,
         ``ROUGE_L``, ``CIDEr``, ``Precision``, ``Recall``, ``F1``; fractions, not percentages),
         ``SODA_c`` (mean F1 over reference files) and ``SODA_c_per_reference``, ``paragraph``
-        (or None), ``videos`` (counts of reference, evaluated, missing and unknown videos) and
-        the settings used.
+        (or None), ``videos`` (counts of reference, evaluated, missing and unknown videos),
+        ``protocol``, ``not_computed`` (metrics of the protocol's script left out, with why) and
+        the other settings used.
     """
+    check_protocol(protocol)  # before any work, as the other arguments below
     thresholds = _check_tious(tious)
     if meteor_threads is not None and meteor_threads < 1:  # before minutes of work, not after
         raise ValueError(f"meteor_threads must be >= 1, got {meteor_threads}.")
@@ -130,7 +144,9 @@ def evaluate_dense_captions(
     raw += [s for ref in refs for ev in ref.videos.values() for s in ev.sentences]
     unique = list(dict.fromkeys(raw))
     tokens = dict(zip(unique, tokenizer.tokenize([remove_nonascii(s) for s in unique])))
-    para_texts = paragraph_texts(preds, paragraphs) if paragraphs else ([], [], [])
+    # The 2021 protocol's never-matching word: one no hypothesis word of this run begins like.
+    unmatched = unmatched_reference(protocol, (w for ev in preds.values() for s in ev.sentences for w in tokens[s].split()))
+    para_texts = paragraph_texts(preds, paragraphs, paragraph_sort_by_start) if paragraphs else ([], [], [])
     _, para_hyps, para_refs = para_texts
     if own_meteor:
         # Knowing every sentence of the run, METEOR loads only the paraphrases they can use (seconds, not ~45 s).
@@ -146,7 +162,7 @@ def evaluate_dense_captions(
             ref_segments = [ref.videos[vid].segments for ref in refs if vid in ref.videos]
             precision[:, k], recall[:, k] = precision_recall(segments, ref_segments, thresholds)
 
-        sets = caption_sets(capped, refs, video_ids, thresholds, tokens)
+        sets = caption_sets(capped, refs, video_ids, thresholds, tokens, unmatched)
         if meteor is not None:
             # Queue every alignment of the run up front, so METEOR never waits for Python: the
             # n-gram metrics, SODA_c's matching and the paragraph metrics run beside it.
@@ -154,9 +170,14 @@ def evaluate_dense_captions(
             soda_layouts = [soda_requests(preds, ref, tokens) for ref in refs] if soda else []
             groups = [layout[2] for layout in soda_layouts]
             meteor.prefetch(groups + ([list(zip(para_hyps, para_refs))] if paragraphs else []), progress)
-        captions = caption_scores(
-            capped, refs, video_ids, thresholds, tokens, CaptionSetScorer(meteor), progress, sets=sets
-        )
+        if pools_videos(protocol):  # one corpus per threshold: (T, 7), no per-video caption scores
+            per_threshold = CaptionSetScorer(meteor).score_sets(pooled_sets(sets, num_t), progress)
+            captions = None
+        else:  # (T, V, 7); the per-threshold score is the mean over videos
+            captions = caption_scores(
+                capped, refs, video_ids, thresholds, tokens, CaptionSetScorer(meteor), progress, sets=sets
+            )
+            per_threshold = np.array([[captions[t, :, m].mean() for m in range(len(CAPTION_METRICS))] for t in range(num_t)])
 
         soda_results = None
         if soda and meteor is not None:
@@ -171,7 +192,7 @@ def evaluate_dense_captions(
 
     per_tiou: dict[str, dict[str, float | None]] = {}
     for t, threshold in enumerate(thresholds):
-        row = {name: float(captions[t, :, m].mean()) for m, name in enumerate(CAPTION_METRICS)}
+        row = {name: float(per_threshold[t, m]) for m, name in enumerate(CAPTION_METRICS)}
         row["Precision"], row["Recall"] = float(precision[t].mean()), float(recall[t].mean())
         row["F1"] = f1_score(row["Precision"], row["Recall"])
         per_tiou[_tiou_key(threshold)] = row
@@ -196,6 +217,8 @@ def evaluate_dense_captions(
             "missing": num_v - len(evaluated),
             "unknown": len(unknown),
         },
+        "protocol": protocol,
+        "not_computed": dict(NOT_COMPUTED.get(protocol, {})),
         "tious": thresholds,
         "reference_files": [ref.name for ref in refs],
         "max_proposals_per_video": max_proposals_per_video,
@@ -210,10 +233,12 @@ def evaluate_dense_captions(
     if para is not None:
         result["paragraph"] = para
         result["paragraph_reference_files"] = [p.name for p in paragraphs]
+        result["paragraph_order"] = "start time" if paragraph_sort_by_start else "prediction file"
     if per_video:
         videos = {}
         for k, vid in enumerate(video_ids):
-            entry = {name: float(captions[:, k, m].mean()) for m, name in enumerate(CAPTION_METRICS)}
+            entry = {name: None if captions is None else float(captions[:, k, m].mean())
+                     for m, name in enumerate(CAPTION_METRICS)}
             if meteor is None:
                 entry["METEOR"] = None
             entry["Precision"], entry["Recall"] = float(precision[:, k].mean()), float(recall[:, k].mean())
@@ -232,11 +257,15 @@ def format_scores(result: dict[str, Any]) -> str:
     """A readable table of an ``evaluate_dense_captions`` result (scores in percent)."""
     names = list(CAPTION_METRICS) + list(LOCALIZATION_METRICS)
     videos = result["videos"]
+    protocol = result.get("protocol", "2018")
     lines = [
-        f"Dense captioning, {videos['references']} reference videos: {videos['evaluated']} evaluated, "
+        f"Dense captioning ({protocol_label(protocol)} protocol), {videos['references']} reference videos: "
+        f"{videos['evaluated']} evaluated, "
         f"{videos['missing']} without predictions (scored 0), {videos['unknown']} predicted videos not in "
         f"the references (ignored). Scores in %.",
     ]
+    for name, why in (result.get("not_computed") or {}).items():
+        lines.append(f"{name} of the {protocol} script: {why}.")
     if not result["comparable_to_papers"]:
         lines.append("WARNING: pure-Python tokenizer, no METEOR/SODA_c: not comparable to published numbers.")
     width = max(len(n) for n in names) + 1
@@ -250,5 +279,20 @@ def format_scores(result: dict[str, Any]) -> str:
     para = result.get("paragraph")
     if para:
         scores = "  ".join(f"{n} {_percent(para[n])}" for n in PARAGRAPH_METRICS)
-        lines.append(f"Paragraph ({para['videos']} videos, {para['predicted_videos']} predicted): {scores}")
+        order = result.get("paragraph_order", "prediction file")
+        lines.append(f"Paragraph ({para['videos']} videos, {para['predicted_videos']} predicted, sentences in "
+                     f"{order} order): {scores}")
     return "\n".join(lines)
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """One log line of an ``evaluate_dense_captions`` result that names its protocol (scores in percent)."""
+    average = result["average"]
+    names = (("Bleu_4", "BLEU-4"), ("METEOR", "METEOR"), ("ROUGE_L", "ROUGE-L"), ("CIDEr", "CIDEr"),
+             ("Precision", "P"), ("Recall", "R"), ("F1", "F1"))
+    parts = [f"{label} {_percent(average[key])}" for key, label in names]
+    if result.get("SODA_c") is not None:
+        parts.append(f"SODA_c {_percent(result['SODA_c'])}")
+    tious = "/".join(f"{t:g}" for t in result["tious"])
+    return (f"{protocol_label(result.get('protocol', DEFAULT_PROTOCOL))} protocol, mean over tIoU {tious}, "
+            f"{result['videos']['evaluated']} of {result['videos']['references']} videos (%): " + ", ".join(parts))

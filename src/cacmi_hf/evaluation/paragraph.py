@@ -1,10 +1,12 @@
 """Paragraph-level captioning scores (the "para" numbers of PDVC/CM2-style papers).
 
-Each video's predicted sentences are joined in start-time order into one paragraph and scored,
-corpus-level, against the paragraph reference(s) of that video (ActivityNet Entities
-``para_val_{1,2}.json`` or YouCook2 ``para_yc2_val.json``). Text is normalised as in the field's
-paragraph script: every character that is not an ASCII letter becomes a space, then lower-case
-and whitespace split (no PTB tokenizer here). Videos with paragraph references but no prediction
+As CM2's ``densevid_eval3/para_evaluate.py`` computes them: each video's predicted sentences are
+joined, in the order of the prediction file (not re-sorted; ``sort_by_start=True`` sorts them by
+start time first), into one paragraph ("s1. s2. ...") and scored, corpus-level, against the
+paragraph reference of that video in every paragraph file given (ActivityNet Entities
+``para_val_{1,2}.json`` or YouCook2 ``para_yc2_val.json``). Text is normalised with that script's
+rule: every character that is not an ASCII letter becomes a space, then lower-case and whitespace
+split (no PTB tokenizer here). Videos with paragraph references but no prediction
 are scored with an empty paragraph. BLEU and METEOR are corpus-level over all videos, ROUGE-L
 the mean over videos, CIDEr-D with document frequencies over all videos' references.
 """
@@ -31,15 +33,17 @@ def normalize_paragraph(text: str) -> str:
     return " ".join(_NOT_LETTER.sub(" ", text).lower().split())
 
 
-def predicted_paragraph(events: VideoEvents | None) -> str:
-    """The normalised paragraph of one video's predictions, sentences in start-time order."""
+def predicted_paragraph(events: VideoEvents | None, sort_by_start: bool = False) -> str:
+    """The normalised paragraph of one video's predictions, in the given order (or start-time order)."""
     if events is None or len(events) == 0:
         return ""
-    return normalize_paragraph(" ".join(s + ". " for s in events.sorted_by_start().sentences))
+    if sort_by_start:
+        events = events.sorted_by_start()
+    return normalize_paragraph(" ".join(s + ". " for s in events.sentences))
 
 
 def paragraph_texts(
-    predictions: Mapping[str, VideoEvents], references: Sequence[ParagraphSet]
+    predictions: Mapping[str, VideoEvents], references: Sequence[ParagraphSet], sort_by_start: bool = False
 ) -> tuple[list[str], list[str], list[list[str]]]:
     """Videos with a paragraph reference, their predicted paragraphs and their normalised references."""
     video_ids: dict[str, None] = {}
@@ -47,7 +51,7 @@ def paragraph_texts(
         video_ids.update(dict.fromkeys(ref.paragraphs))
     hyps, refs = [], []
     for vid in video_ids:
-        hyps.append(predicted_paragraph(predictions.get(vid)))
+        hyps.append(predicted_paragraph(predictions.get(vid), sort_by_start))
         refs.append([normalize_paragraph(r.paragraphs[vid]) for r in references if vid in r.paragraphs])
     return list(video_ids), hyps, refs
 
@@ -58,12 +62,13 @@ def paragraph_scores(
     meteor: Meteor | None,
     progress: bool = False,
     texts: tuple[list[str], list[str], list[list[str]]] | None = None,
+    sort_by_start: bool = False,
 ) -> dict[str, object]:
     """Corpus paragraph scores ``{metric: value, ..., "videos": n}``; METEOR is None without Java.
 
     ``texts`` may pass ``paragraph_texts`` of the same arguments, computed earlier.
     """
-    video_ids, hyps, refs = texts if texts is not None else paragraph_texts(predictions, references)
+    video_ids, hyps, refs = texts if texts is not None else paragraph_texts(predictions, references, sort_by_start)
     result: dict[str, object] = {name: 0.0 for name in PARAGRAPH_METRICS}
     result["videos"] = len(hyps)
     result["predicted_videos"] = sum(1 for vid in video_ids if vid in predictions)

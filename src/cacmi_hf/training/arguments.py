@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration_cacmi import VARIANTS
+from ..evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS, check_protocol
 from .presets import TRAINING_PRESETS, get_training_preset
 
 LABEL_NAMES = ["event_segments", "event_mask", "caption_ids"]
@@ -135,6 +136,11 @@ class DenseCaptioningTrainingArguments(TrainingArguments):
     eval_tious: list[float] = field(
         default_factory=lambda: [0.3, 0.5, 0.7, 0.9], metadata={"help": "tIoU thresholds of the caption metrics."}
     )
+    eval_protocol: str = field(
+        default=DEFAULT_PROTOCOL,
+        metadata={"help": f"densevid evaluator version of the caption metrics: one of {', '.join(PROTOCOLS)} "
+                  "(evaluate2018.py, evaluate2021.py, evaluate2018_cider.py; see cacmi evaluate --protocol)."},
+    )
     eval_no_java: bool = field(
         default=False, metadata={"help": "Score without Java: no METEOR/SODA_c (numbers not comparable to papers)."}
     )
@@ -163,6 +169,10 @@ class DenseCaptioningTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        try:  # a typo fails here, not after the first epoch
+            check_protocol(self.eval_protocol)
+        except ValueError as err:
+            raise ValueError(f"--eval_protocol: {err}") from None
         if self.lr_schedule not in ("step_halving", "transformers"):
             raise ValueError(f"--lr_schedule must be 'step_halving' or 'transformers', got {self.lr_schedule!r}.")
         if self.weight_decay_scope not in ("all", "weights"):

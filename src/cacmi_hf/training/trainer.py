@@ -20,6 +20,7 @@ plain copy on the main process, which captions everything.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from contextlib import contextmanager
@@ -31,6 +32,8 @@ from transformers import Trainer
 from transformers.trainer_utils import speed_metrics
 
 from .scheduler import get_step_halving_schedule
+
+logger = logging.getLogger(__name__)
 
 # Keys of a collated batch that the model's forward / generate take.
 MODEL_INPUTS = ("video_features", "video_mask", "durations", "video_ids")
@@ -281,6 +284,7 @@ class DenseCaptioningTrainer(Trainer):
             {vid: [{"timestamp": e["timestamp"], "sentence": e["caption"]} for e in events] for vid, events in predictions.items()},
             references,
             tious=self.args.eval_tious,
+            protocol=self.args.eval_protocol,
             paragraph_references=paragraph_references,
             soda=self.args.eval_soda,
             no_java=self.args.eval_no_java,
@@ -319,6 +323,10 @@ class DenseCaptioningTrainer(Trainer):
         start_time = time.time()
         predictions, eval_loss = self.caption_dataset(dataset)
         result = self.score_predictions(predictions, references, paragraph_references)
+        if result is not None:  # the logged metrics are numbers; this line says which protocol they follow
+            from ..evaluation import summary_line
+
+            logger.info("%s: %s", metric_key_prefix, summary_line(result))
         from accelerate.utils import broadcast_object_list
 
         shared = [flatten_scores(result) if result is not None else None]

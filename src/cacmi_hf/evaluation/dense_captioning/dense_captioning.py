@@ -1,17 +1,20 @@
 """Dense video captioning metric for the Hugging Face `evaluate` library.
 
 Load it offline with ``evaluate.load(cacmi_hf.evaluation.metric_path())``; it wraps
-``cacmi_hf.evaluation.evaluate_dense_captions`` (ActivityNet-2018 protocol, SODA_c, paragraphs).
+``cacmi_hf.evaluation.evaluate_dense_captions`` (densevid 2018, 2021 or 2018_cider protocol, SODA_c,
+paragraphs).
 """
 
 import datasets
 import evaluate
 
 from cacmi_hf.evaluation import DEFAULT_TIOUS, evaluate_dense_captions, shared_meteor
+from cacmi_hf.evaluation.protocols import DEFAULT_PROTOCOL, check_protocol
 
 _DESCRIPTION = """
 Dense video captioning scores as reported by the field: BLEU-1..4, METEOR 1.5, ROUGE-L and CIDEr-D
-over tIoU-paired captions (ActivityNet-2018 protocol, averaged over tIoU 0.3/0.5/0.7/0.9),
+over tIoU-paired captions (densevid protocol 2018 by default, or 2021 / 2018_cider; averaged over tIoU
+0.3/0.5/0.7/0.9),
 localisation precision/recall/F1, SODA_c and optional paragraph scores. Needs Java for the PTB
 tokenizer and METEOR (`apt-get install default-jre-headless`), or `no_java=True`.
 """
@@ -25,13 +28,14 @@ Args:
     video_ids: optional video id per example (default "video_<index>").
     paragraph_references: optional, one list per video with one paragraph (str, "" = absent) per
         paragraph reference file.
-    tious, max_proposals_per_video, soda, no_java: as in `evaluate_dense_captions`.
+    protocol: "2018" (default), "2021" or "2018_cider", as in `evaluate_dense_captions`.
+    paragraph_sort_by_start, tious, max_proposals_per_video, soda, no_java: as in `evaluate_dense_captions`.
     keep_meteor_running: reuse one METEOR process across calls (saves its start-up when
         evaluating every epoch); it stops when Python exits.
 Returns:
     The averaged metrics (fractions) "Bleu_1".."Bleu_4", "METEOR", "ROUGE_L", "CIDEr",
     "Precision", "Recall", "F1", "SODA_c", "para_<metric>" when paragraphs are given, plus
-    "per_tiou", "videos" and "comparable_to_papers".
+    "per_tiou", "videos", "protocol", "not_computed" and "comparable_to_papers".
 Example:
     >>> metric = evaluate.load(cacmi_hf.evaluation.metric_path())
     >>> metric.compute(predictions=[[{"timestamp": [0, 5], "sentence": "a man runs"}]],
@@ -70,7 +74,8 @@ class DenseCaptioning(evaluate.Metric):
 
     def _compute(self, predictions, references, video_ids=None, paragraph_references=None,
                  tious=DEFAULT_TIOUS, max_proposals_per_video=1000, soda=True, no_java=False,
-                 keep_meteor_running=False):
+                 keep_meteor_running=False, protocol=DEFAULT_PROTOCOL, paragraph_sort_by_start=False):
+        check_protocol(protocol)  # before any work
         if video_ids is None:
             video_ids = [f"video_{i}" for i in range(len(predictions))]
         if len(video_ids) != len(predictions) or len(set(video_ids)) != len(video_ids):
@@ -96,6 +101,7 @@ class DenseCaptioning(evaluate.Metric):
                         paragraphs[k][vid] = text
         result = evaluate_dense_captions(
             dict(zip(video_ids, predictions)), files, tious=tious, paragraph_references=paragraphs,
+            protocol=protocol, paragraph_sort_by_start=paragraph_sort_by_start,
             max_proposals_per_video=max_proposals_per_video, soda=soda, no_java=no_java,
             meteor=shared_meteor() if keep_meteor_running and not no_java else None,
         )
@@ -106,4 +112,6 @@ class DenseCaptioning(evaluate.Metric):
         out["per_tiou"] = result["per_tiou"]
         out["videos"] = result["videos"]
         out["comparable_to_papers"] = result["comparable_to_papers"]
+        out["protocol"] = result["protocol"]
+        out["not_computed"] = result["not_computed"]
         return out
