@@ -3,15 +3,19 @@
 import argparse
 import json
 import os
+import socket
+import subprocess
+import sys
+import warnings
 
 import av
 import numpy as np
 import pytest
 import torch
 
-from cacmi_hf.data.extract import add_arguments, extract_features, find_videos, run
+from cacmi_hf.data.extract import Manifest, add_arguments, extract_features, file_checksum, find_videos, run
 from cacmi_hf.open_clip_tower import TINY_OPEN_CLIP_CONFIG, encode_images, load_open_clip, save_open_clip_local_dir, spec_preprocess
-from cacmi_hf.video_decoding import decode_video
+from cacmi_hf.video_decoding import TruncatedVideoWarning, decode_video
 
 from video_fixtures import write_audio_only, write_mp4
 
@@ -91,7 +95,8 @@ def test_broken_videos_are_reported_and_skipped(tiny_clip, broken_dir, tmp_path)
     assert "no video stream" in report.failed["v_audio"]
     assert "empty file" in report.failed["v_empty"]
     assert "not a readable video" in report.failed["v_corrupt"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["v_alpha.npy", "v_beta.npy"]  # no temp files
+    # no temp files: the features and this run's manifest journal
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["shards", "v_alpha.npy", "v_beta.npy"]
     assert "3 failed" in report.summary() and "FAILED v_audio" in report.summary()
 
 
@@ -143,3 +148,107 @@ def test_find_videos_list_file_and_duplicates(video_dir, tmp_path):
         find_videos(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="neither a folder"):
         find_videos(tmp_path / "missing")
+
+
+def write_truncated(path, seconds=6.0, fps=25):
+    """The first 40 % of an mp4 whose index sits at the front (a partial download): it states `seconds`."""
+    rng = np.random.default_rng(1)
+    whole = path.with_name("whole_" + path.name)
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(int(seconds * fps)):
+            image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size * 4 // 10])
+    whole.unlink()
+    return path
+
+
+def test_seeking_and_parallel_decoding_write_the_same_bytes(tiny_clip, video_dir, tmp_path):
+    model, spec, _ = tiny_clip
+    videos = find_videos(video_dir)
+    every = extract_features(videos, tmp_path / "every", model, spec, fps=2.0, seek=False, progress=False)
+    seeking = extract_features(videos, tmp_path / "seek", model, spec, fps=2.0, decode_workers=2, progress=False)
+    assert every.written == ["v_alpha", "v_beta"] and sorted(seeking.written) == ["v_alpha", "v_beta"]
+    for vid in every.written:
+        assert (tmp_path / "every" / f"{vid}.npy").read_bytes() == (tmp_path / "seek" / f"{vid}.npy").read_bytes()
+    records = Manifest(tmp_path / "seek").load()
+    alpha = records["v_alpha"]
+    assert alpha["status"] == "done" and alpha["frames"] == 12 and alpha["attempts"] == 1
+    assert alpha["duration"] == pytest.approx(6.0) and alpha["decode_span"] == [0.0, pytest.approx(6.0)]
+    assert alpha["source_fps"] == pytest.approx(25.0) and alpha["sample_fps"] == 2.0 and not alpha["truncated"]
+    assert alpha["sha256"] == file_checksum(tmp_path / "seek" / "v_alpha.npy")
+
+
+def test_failed_videos_are_retried_once_and_truncated_ones_recorded(tiny_clip, broken_dir, tmp_path):
+    model, spec, _ = tiny_clip
+    cut = write_truncated(broken_dir / "v_cut.mp4")
+    videos = find_videos(broken_dir)
+    out = tmp_path / "out"
+    with pytest.warns(TruncatedVideoWarning, match=r"v_cut.mp4 is truncated: the container states 6.00 s"):
+        first = extract_features(videos, out, model, spec, progress=False)
+    assert "v_cut" in first.written and "v_cut" in first.truncated and "TRUNCATED v_cut" in first.summary()
+    record = Manifest(out).load()["v_cut"]
+    assert record["truncated"] and record["stated_duration"] == pytest.approx(6.0)
+    assert record["decode_span"][1] == pytest.approx(record["duration"]) and 1.5 < record["duration"] < 3.0
+    assert record["frames"] == round(record["duration"])  # 1 fps over the decodable span only
+    second = extract_features(videos, out, model, spec, progress=False)  # retries the failed ones once
+    assert sorted(second.skipped) == ["v_alpha", "v_beta", "v_cut"] and sorted(second.failed) == ["v_audio", "v_corrupt", "v_empty"]
+    assert Manifest(out).load()["v_audio"]["attempts"] == 2
+    third = extract_features(videos, out, model, spec, progress=False)  # nothing left to try
+    assert sorted(third.failed) == sorted(second.failed) and Manifest(out).load()["v_audio"]["attempts"] == 2
+    strict = extract_features([("v_cut", cut)], tmp_path / "strict", model, spec, strict=True, progress=False)
+    assert "TruncatedVideoError" in strict.failed["v_cut"] and "decodable span" in strict.failed["v_cut"]
+    assert Manifest(tmp_path / "strict").load()["v_cut"]["status"] == "failed"
+
+
+def test_manual_shards_merge_into_the_one_process_manifest(tiny_clip, video_dir, broken_dir, tmp_path, capsys):
+    _, _, clip_folder = tiny_clip
+    common = (broken_dir, "--clip", clip_folder, "--dtype", "fp32", "--no-progress")
+    assert run(parse(*common, "--out", tmp_path / "one")) == 0
+    # shard 1 holds v_audio and v_corrupt (every other video of the sorted list): all its videos fail
+    assert run(parse(*common, "--out", tmp_path / "two", "--num-shards", "2", "--shard", "1")) == 1
+    assert not (tmp_path / "two" / "manifest.json").exists()  # shard 0 has not run yet
+    assert run(parse(*common, "--out", tmp_path / "two", "--num-shards", "2", "--shard", "0")) == 0
+    assert "manifest:" in capsys.readouterr().out
+    assert folder_bytes(tmp_path / "one") == folder_bytes(tmp_path / "two")
+    manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())["videos"]
+    assert sorted(manifest) == ["v_alpha", "v_audio", "v_beta", "v_corrupt", "v_empty"]
+    assert manifest["v_empty"]["status"] == "failed" and "empty file" in manifest["v_empty"]["error"]
+    with pytest.raises(SystemExit):
+        run(parse(*common, "--out", tmp_path / "x", "--num-shards", "2", "--shard", "2"))
+
+
+def folder_bytes(folder):
+    """{relative path: bytes} of every file under a folder."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_write_the_bytes_of_one(tiny_clip, video_dir, tmp_path):
+    """`torchrun`/`accelerate launch` style: RANK/WORLD_SIZE set, a gloo barrier before rank 0 merges."""
+    _, _, clip_folder = tiny_clip
+    args = [str(video_dir), "--clip", str(clip_folder), "--dtype", "fp32", "--no-progress"]
+    assert run(parse(*args, "--out", tmp_path / "one")) == 0
+    port = str(free_port())
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        command = [sys.executable, "-m", "cacmi_hf.cli", "extract-features", *args, "--out", str(tmp_path / "two")]
+        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    assert "1 written" in outputs[0] and "1 written" in outputs[1]  # one video each
+    assert folder_bytes(tmp_path / "one") == folder_bytes(tmp_path / "two")
+    assert (tmp_path / "two" / "manifest.json").is_file() and not list((tmp_path / "two" / "shards").glob("*.jsonl"))

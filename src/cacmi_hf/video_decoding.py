@@ -60,6 +60,14 @@ class VideoInfo:
         """True when the packets end before the stated duration (the duration was cut to the decodable span)."""
         return self.stated_duration is not None and self.duration < self.stated_duration
 
+    def truncation_message(self) -> str:
+        """What is wrong with a truncated video: its name, the stated duration and the decodable span."""
+        first, end = self.decodable_span if self.decodable_span else (0.0, self.duration)
+        return (
+            f"{self.name} is truncated: the container states {self.stated_duration:.2f} s but its frames end at "
+            f"{end:.2f} s (decodable span {first:.2f}-{end:.2f} s)"
+        )
+
 
 @dataclass
 class DecodedVideo:
@@ -128,10 +136,13 @@ class VideoReader:
     """An open video: `info` from the container, `frames_at(times)` streams the sampled RGB frames.
 
     `check_span` (default True) reads the packet index at opening and cuts `info.duration` to the decodable
-    span of a truncated file, with a `TruncatedVideoWarning` (a `TruncatedVideoError` when `strict`).
+    span of a truncated file, with a `TruncatedVideoWarning` (a `TruncatedVideoError` when `strict`; nothing when
+    `warn` is False, for callers that report `info.truncation_message()` themselves).
     """
 
-    def __init__(self, source: VideoSource, *, threads: bool = True, check_span: bool = True, strict: bool = False):
+    def __init__(
+        self, source: VideoSource, *, threads: bool = True, check_span: bool = True, strict: bool = False, warn: bool = True
+    ):
         import av
 
         self.name = _source_name(source)
@@ -165,7 +176,7 @@ class VideoReader:
         self._index: PacketIndex | None = None
         self.info = self._probe()
         if check_span:
-            self._check_span(strict)
+            self._check_span(strict, warn)
 
     def _probe(self) -> VideoInfo:
         stream, container = self._stream, self._container
@@ -228,7 +239,7 @@ class VideoReader:
             raise VideoDecodingError(f"{self.name} has a video stream with zero frames (zero-length video).")
         return index.end - index.first, index.first
 
-    def _check_span(self, strict: bool) -> None:
+    def _check_span(self, strict: bool, warn: bool) -> None:
         """Cut the duration of a truncated file to its decodable span (warning, or error when strict)."""
         info, index = self.info, self.index
         if index.end is None:
@@ -238,15 +249,13 @@ class VideoReader:
         info.stated_duration = info.duration
         if end >= info.duration - truncation_tolerance(info.average_fps):
             return
-        message = (
-            f"{self.name} is truncated: the container states {info.duration:.2f} s but its frames end at "
-            f"{end:.2f} s (decodable span {max(first, 0.0):.2f}-{end:.2f} s)"
-        )
+        info.duration = end
+        message = info.truncation_message()
         if strict:
             self.close()
             raise TruncatedVideoError(f"{message}; re-download or re-encode it, or drop strict mode to use the decodable span.")
-        warnings.warn(f"{message}; using {end:.2f} s as its duration.", TruncatedVideoWarning, stacklevel=3)
-        info.duration = end
+        if warn:
+            warnings.warn(f"{message}; using {end:.2f} s as its duration.", TruncatedVideoWarning, stacklevel=3)
 
     def frames_at(self, times: np.ndarray, *, max_short_side: int | None = None) -> Iterator[np.ndarray]:
         """Yield one `(H, W, 3)` uint8 RGB frame per time in `times` (seconds from the start, ascending).
