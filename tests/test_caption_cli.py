@@ -30,6 +30,7 @@ def test_caption_writes_every_format(model_dir, world, pipe, tmp_path, capsys): 
     code = main([
         "caption", *videos, "--model", str(model_dir), "--srt", "--vtt", "--json", str(tmp_path / "r.json"),
         "--plot", str(tmp_path / "t.png"), "--out-dir", str(out), "--max-events", "2", "--no-progress",
+        "--dtype", "fp32",  # compared with the fp32 pipe below (the default, auto, is bf16 on a CPU with bf16)
     ])
     assert code == 0
     printed = capsys.readouterr().out
@@ -54,7 +55,8 @@ def test_failed_video_is_reported_and_others_still_written(model_dir, world, tmp
     assert code == 1
     captured = capsys.readouterr()
     assert "gone: FAILED FileNotFoundError" in captured.out and "1 of 2 videos failed" in captured.err
-    assert set(json.loads((tmp_path / "r.json").read_text())["results"]) == {"v2"}
+    submission = json.loads((tmp_path / "r.json").read_text())
+    assert set(submission["results"]) == {"v2"} and "FileNotFoundError" in submission["errors"]["gone"]
     assert (tmp_path / "v2.srt").is_file() and not (tmp_path / "gone.srt").exists()
     assert main(["caption", str(tmp_path / "gone.mp4"), "--model", str(model_dir), "--no-progress"]) == 2
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import os
+import queue
+import threading
 import warnings
 from collections.abc import Mapping
 from types import SimpleNamespace
@@ -27,6 +29,81 @@ from .processing_cacmi import prepare_video_features
 
 TASK = "dense-video-captioning"
 ON_ERROR = ("raise", "warn", "return")
+MAX_CHUNK_FRAMES = 16  # decode hand-over granularity: small enough that the first chunk's wait is short
+
+
+class _FrameStream:
+    """A video's sampled frames decoded in a thread, CLIP-resized (uint8 `(b, 3, S, S)` chunks) into a bounded queue.
+
+    The tower embeds chunk k while the thread decodes chunk k + 1; at most `depth` chunks wait, so memory is
+    bounded by the chunk size whatever the video's length.
+    """
+
+    def __init__(self, reader, times, processor, chunk: int, depth: int = 2):
+        self.reader, self.times, self.processor, self.chunk = reader, times, processor, chunk
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from .open_clip_tower import resize_crop_frames
+        from .video_decoding import frames_at_seeking
+
+        vp = self.processor
+        try:
+            with self.reader:
+                if vp.seek:
+                    frames = frames_at_seeking(self.reader, self.times, max_short_side=vp.decode_short_side)
+                else:
+                    frames = self.reader.frames_at(self.times, max_short_side=vp.decode_short_side)
+                batch: list[np.ndarray] = []
+                for frame in frames:
+                    batch.append(frame)
+                    if len(batch) == self.chunk:
+                        self._put(("chunk", resize_crop_frames(np.stack(batch), vp.image_size, resize_mode=vp.resize_mode,
+                                                                interpolation=vp.interpolation)))
+                        batch = []
+                if batch:
+                    self._put(("chunk", resize_crop_frames(np.stack(batch), vp.image_size, resize_mode=vp.resize_mode,
+                                                            interpolation=vp.interpolation)))
+            self._put(("end", None))
+        except Exception as err:  # noqa: BLE001 - reported as this video's error by the consumer
+            self._put(("error", err))
+
+    def _put(self, item) -> None:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self):
+        """uint8 `(b, 3, S, S)` chunks in time order; re-raises a decoding error of the thread."""
+        try:
+            while True:
+                kind, payload = self.queue.get()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise payload
+                yield payload
+        finally:
+            self.stop.set()
+
+
+def _lookahead(iterable):
+    """Yield each item after fetching the next one, so the next video's decoding starts before this one's tower."""
+    iterator = iter(iterable)
+    try:
+        current = next(iterator)
+    except StopIteration:
+        return
+    for upcoming in iterator:
+        yield current
+        current = upcoming
+    yield current
 
 
 def _input_name(item: Any, index: int | None = None) -> str:
@@ -48,6 +125,11 @@ def _pad_stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     for i, t in enumerate(tensors):
         out[i, : t.shape[0]] = t
     return out
+
+
+def _is_file_source(item: Any) -> bool:
+    """A path, encoded bytes or a binary file object (decoded by PyAV), as opposed to frames or features."""
+    return isinstance(item, (str, os.PathLike, bytes, bytearray)) or hasattr(item, "read")
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -75,8 +157,14 @@ class DenseVideoCaptioningPipeline(Pipeline):
             "pseudo_events": [{"timestamp": [s, e], "retrieved": [{"sentence", "score", "index"}, ...]}]}`.
         fps (`float`): frame rate of frames-array inputs.
         on_error (`str`): "raise" (default for one input), "warn" (default for a list: a video that cannot be
-            read gives `[]` and a warning, the others are unaffected) or "return" (it gives `{"error": message,
-            "input": name}`).
+            read gives `{"error": message, "input": name}` and a warning, the others are unaffected) or "return"
+            (the same entry without the warning). Never `[]`, which means "no events".
+        strict (`bool`): a truncated file (frames ending before its stated duration) is an error instead of a
+            warning and its decodable span as the duration.
+        tower_dtype (`str`): weights of the vision tower, "auto" (bf16 on GPU or a CPU with native bf16, else
+            fp32), "fp32", "bf16" or "fp16"; features stay float32. Default: the tower as loaded.
+        memory_budget_mb (`float`): activation memory of one tower batch (default 1024); frames of a file are
+            decoded in a thread, chunk by chunk, while the tower embeds the previous chunk.
         rerank_alpha (`float`): weight of the caption score when ranking queries (default: the model config's).
         max_caption_len (`int`): most words per caption.
 
@@ -117,6 +205,9 @@ class DenseVideoCaptioningPipeline(Pipeline):
         rerank_alpha: float | None = None,
         max_caption_len: int | None = None,
         event_count: str | None = None,
+        strict: bool | None = None,
+        tower_dtype: str | None = None,
+        memory_budget_mb: float | None = None,
         **kwargs,
     ):
         if kwargs:
@@ -124,6 +215,14 @@ class DenseVideoCaptioningPipeline(Pipeline):
         preprocess, forward, postprocess = {}, {}, {}
         if fps is not None:
             preprocess["fps"] = fps
+        if strict is not None:
+            preprocess["strict"] = bool(strict)
+        if memory_budget_mb is not None:
+            if not memory_budget_mb > 0:
+                raise ValueError(f"memory_budget_mb must be > 0, got {memory_budget_mb}.")
+            preprocess["memory_budget_mb"] = float(memory_budget_mb)
+        if tower_dtype is not None:
+            self._set_tower_dtype(tower_dtype)
         if on_error is not None:
             if on_error not in ON_ERROR:
                 raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}.")
@@ -180,12 +279,32 @@ class DenseVideoCaptioningPipeline(Pipeline):
             )
         return tower
 
-    def preprocess(self, inputs: Any, fps: float | None = None, on_error: str = "raise") -> dict[str, Any]:
-        """Sample and preprocess one video (or check one feature input); failures become error items unless raising."""
+    def _set_tower_dtype(self, dtype: str) -> None:
+        """Cast the vision tower's weights ("auto", "fp32", "bf16", "fp16"); a model without a tower has nothing to cast."""
+        tower = getattr(self.model, "vision_tower", None)
+        if tower is not None:
+            tower.set_dtype(dtype)
+        else:
+            from .open_clip_tower import resolve_tower_dtype
+
+            resolve_tower_dtype(dtype)  # still reject a bad name
+
+    def preprocess(
+        self,
+        inputs: Any,
+        fps: float | None = None,
+        on_error: str = "raise",
+        strict: bool = False,
+        memory_budget_mb: float = 1024.0,
+    ) -> dict[str, Any]:
+        """Sample and preprocess one video (or check one feature input); failures become error items unless raising.
+
+        A file is opened here and its frames decoded by a `_FrameStream` thread that `_forward` consumes.
+        """
         name = _input_name(inputs)
         is_features = isinstance(inputs, Mapping) and "video_features" in inputs
         if not is_features:
-            self._vision_tower()  # a model without a tower is a setup error, raised whatever on_error says
+            tower = self._vision_tower()  # a model without a tower is a setup error, raised whatever on_error says
         try:
             if is_features:
                 duration = inputs.get("duration", inputs.get("durations"))
@@ -200,6 +319,21 @@ class DenseVideoCaptioningPipeline(Pipeline):
                     "video_mask": batch["video_mask"][0],  # (L,)
                     "durations": batch["durations"],  # (1,)
                 }
+            elif _is_file_source(inputs):
+                from .video_decoding import VideoReader
+
+                processor = self.processor.video_processor
+                reader = VideoReader(inputs, strict=strict)
+                times = processor.sample_times(reader.info.duration)  # (L,)
+                chunk = min(tower.frames_per_batch(memory_budget_mb), MAX_CHUNK_FRAMES)
+                item = {
+                    "kind": "stream",
+                    "stream": _FrameStream(reader, times, processor, chunk),
+                    "num_frames": len(times),
+                    "durations": torch.tensor([reader.info.duration], dtype=torch.float32),  # (1,)
+                    "on_error": on_error,
+                }
+                name = reader.name
             else:
                 processor = self.processor.video_processor
                 sampled = processor.sample_video(inputs, fps)
@@ -226,6 +360,16 @@ class DenseVideoCaptioningPipeline(Pipeline):
         if not good:
             return {"outputs": outputs}
         features: dict[int, torch.Tensor] = {}
+        for i in [i for i in good if items[i]["kind"] == "stream"]:
+            try:
+                features[i] = self._embed_stream(items[i])  # (L, D)
+            except Exception as err:  # noqa: BLE001 - a file that breaks while decoding fails alone
+                if items[i]["on_error"] == "raise":
+                    raise
+                outputs[i] = {"error": f"{type(err).__name__}: {err}", "name": items[i]["name"]}
+        good = [i for i in good if "error" not in outputs[i]]
+        if not good:
+            return {"outputs": outputs}
         pixels = [i for i in good if items[i]["kind"] == "pixels"]
         if pixels:
             tower = self._vision_tower()
@@ -238,7 +382,10 @@ class DenseVideoCaptioningPipeline(Pipeline):
             if items[i]["kind"] == "features":
                 features[i] = items[i]["video_features"].to(self.model.dtype)
         video_features = _pad_stack([features[i] for i in good])  # (B, L, D)
-        video_mask = _pad_stack([items[i]["video_mask"] for i in good])  # (B, L)
+        video_mask = _pad_stack([
+            items[i]["video_mask"] if "video_mask" in items[i] else torch.ones(items[i]["num_frames"], dtype=torch.bool)
+            for i in good
+        ])  # (B, L)
         durations = torch.cat([items[i]["durations"] for i in good])  # (B,)
         generated = self.model.generate(
             video_features=video_features, video_mask=video_mask, durations=durations, max_caption_len=max_caption_len
@@ -253,6 +400,21 @@ class DenseVideoCaptioningPipeline(Pipeline):
                     out[field] = value[b : b + 1]
             outputs[i] = out
         return {"outputs": outputs}
+
+    def _embed_stream(self, item: dict[str, Any]) -> torch.Tensor:
+        """float32 `(L, D)` features of a streamed file: each decoded chunk through the tower as it arrives."""
+        from .open_clip_tower import normalize_pixels
+
+        tower = self._vision_tower()
+        vp = self.processor.video_processor
+        parts = []
+        for chunk in item["stream"]:  # uint8 (b, 3, S, S), decoded while the previous chunk was embedded
+            pixels = normalize_pixels(chunk.to(self.device), vp.image_mean, vp.image_std)  # (b, 3, S, S)
+            parts.append(tower(pixels[None])[0])  # (b, D)
+        features = torch.cat(parts)
+        if features.shape[0] != item["num_frames"]:
+            raise ValueError(f"{item['name']}: decoded {features.shape[0]} frames for {item['num_frames']} sample times.")
+        return features.to(self.model.dtype)
 
     def postprocess(
         self,
@@ -269,10 +431,9 @@ class DenseVideoCaptioningPipeline(Pipeline):
         if isinstance(entry, list):  # unbatched call: a list of one
             entry = entry[0]
         if "error" in entry:
-            if on_error == "return":
-                return {"error": entry["error"], "input": entry["name"]}
-            warnings.warn(f"dense-video-captioning: skipped {entry['name']}: {entry['error']}", RuntimeWarning, stacklevel=2)
-            return []
+            if on_error != "return":
+                warnings.warn(f"dense-video-captioning: skipped {entry['name']}: {entry['error']}", RuntimeWarning, stacklevel=2)
+            return {"error": entry["error"], "input": entry["name"]}  # never [], which means "no events"
         outputs = SimpleNamespace(**{k: entry.get(k) for k in ("logits", "pred_segments", "pred_counts", "caption_ids", "caption_log_probs")})
         events = self.processor.post_process_dense_video_captioning(
             outputs, entry["durations"], threshold=threshold, max_events=max_events,
@@ -321,7 +482,8 @@ class DenseVideoCaptioningPipeline(Pipeline):
             inputs = list(inputs)
         dataset = PipelineDataset(inputs, self.preprocess, preprocess_params)
         loader = torch.utils.data.DataLoader(dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=_collate)
-        model_iterator = PipelineIterator(loader, self.forward, forward_params, loader_batch_size=batch_size)
+        # one batch ahead: the next videos' decode threads run while this batch is in the tower
+        model_iterator = PipelineIterator(_lookahead(loader), self.forward, forward_params, loader_batch_size=batch_size)
         return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
 
     # ----------------------------------------------------------------------------------------------------------------

@@ -5,12 +5,14 @@
 Every video gets its events printed; `--srt` / `--vtt` write `<video_id>.srt` / `.vtt` (beside the video,
 or in `--out-dir`), `--json` one ActivityNet-format file for all videos, `--plot` a timeline PNG (with
 several videos, `timeline_<video_id>.png` beside the given name). A video that cannot be read is
-reported and skipped; the exit status is 1 when any video failed, 2 when all did.
+reported (an "errors" entry of the JSON) and skipped; the exit status is 1 when any video failed, 2 when all did.
+The vision tower runs in `--dtype` (default auto: bf16 where the hardware has it natively).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -30,6 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Weight of the caption score when ranking events (default: the model config's rerank_alpha).")
     parser.add_argument("--batch-size", type=int, default=1, help="Videos per model batch (default: 1).")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda when available).")
+    parser.add_argument(
+        "--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+        help="Vision-tower weights (default auto: bf16 on GPU or a CPU with native bf16, else fp32).",
+    )
+    parser.add_argument("--strict", action="store_true",
+                        help="A truncated video (frames ending before its stated duration) fails instead of a warning.")
+    parser.add_argument("--memory-budget-mb", type=float, default=1024.0,
+                        help="Activation memory of one vision-tower batch (default: 1024).")
     parser.add_argument("--scores", action="store_true", help="Show confidence scores in the subtitles.")
     parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
@@ -80,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(str(err)) from err
     pipe = _load_pipeline(args.model, args.device)
-    options = {"on_error": "return", "batch_size": args.batch_size}
+    pipe._set_tower_dtype(args.dtype)
+    options = {"on_error": "return", "batch_size": args.batch_size, "strict": args.strict,
+               "memory_budget_mb": args.memory_budget_mb}
     if args.threshold is not None:
         options["threshold"] = args.threshold
     if args.max_events is not None:
@@ -94,13 +106,11 @@ def run(args: argparse.Namespace) -> int:
 
         bar = progress_bar(total=len(videos), desc="caption", unit="video")
     results: dict[str, object] = {}
-    step = args.batch_size
-    for start in range(0, len(videos), step):
-        chunk = videos[start : start + step]
-        outputs = pipe([str(path) for _, path in chunk], **options)
-        results.update({vid: out for (vid, _), out in zip(chunk, outputs)})
+    # one streamed call: the next videos decode while the current batch is in the tower
+    for (vid, _), out in zip(videos, pipe((str(path) for _, path in videos), **options)):
+        results[vid] = out
         if bar is not None:
-            bar.update(len(chunk))
+            bar.update(1)
     if bar is not None:
         bar.close()
 
@@ -128,7 +138,10 @@ def run(args: argparse.Namespace) -> int:
                 target = target.with_name(f"{target.stem}_{vid}{target.suffix or '.png'}")
             plot_timeline(events, probe_video(path).duration, target, thumbnails=path, title=vid)
     if args.json:
-        to_densevid_json(results, args.json)
+        submission = to_densevid_json(results)
+        if failed:
+            submission["errors"] = failed  # a failed video is absent from "results" (no predictions), said why here
+        Path(args.json).write_text(json.dumps(submission, indent=2))
     if failed:
         print(f"{len(failed)} of {len(videos)} videos failed.", file=sys.stderr)
         return 2 if len(failed) == len(videos) else 1
