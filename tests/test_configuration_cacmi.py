@@ -7,14 +7,26 @@ from cacmi_hf import CACMIConfig
 from cacmi_hf.configuration_cacmi import PRESETS
 
 
-def test_presets_follow_design_defaults():
-    anet = CACMIConfig.from_preset("activitynet")
-    yc2 = CACMIConfig.from_preset("youcook2")
-    assert (anet.num_frames, anet.num_queries, anet.max_event_count, anet.num_clusters) == (100, 10, 20, 10)
-    assert (yc2.num_frames, yc2.num_queries, yc2.max_event_count, yc2.num_clusters) == (200, 100, 20, 20)
-    assert anet.retrieval_top_k == yc2.retrieval_top_k == 40
-    assert (anet.max_train_events, yc2.max_train_events) == (30, 10)
-    assert (anet.hidden_size, anet.feature_dim, anet.num_feature_levels) == (512, 768, 4)
+@pytest.mark.parametrize("name, frames, queries, clusters, train_events", [
+    ("activitynet", 100, 10, 10, 30),  # PDVC/CM2 anet cfgs: frame_embedding_num 100, num_queries 10, 30 GT events
+    ("youcook2", 200, 100, 20, 10),  # yc2 cfgs: 200 frames, 100 queries; gt_proposal_sample_num default 10
+])
+def test_presets_build_the_reference_model(name, frames, queries, clusters, train_events):
+    import torch
+
+    from cacmi_hf import CACMIForDenseCaptioning
+
+    config = CACMIConfig.from_preset(name, vocab_size=12)
+    torch.manual_seed(0)
+    model = CACMIForDenseCaptioning(config).eval()
+    model.set_memory_bank(torch.randn(50, config.text_dim), torch.arange(50))
+    features = torch.randn(1, frames, config.feature_dim)
+    with torch.no_grad():
+        out = model(video_features=features, video_mask=torch.ones(1, frames, dtype=torch.bool), durations=torch.tensor([60.0]))
+    # K = 20 on both (CM2 max_eseq_length): 21 counter bins; N queries; c pseudo-events of CFA
+    assert out.pred_counts.shape == (1, 21) and out.logits.shape == (1, queries)
+    assert out.text_mask.shape == (1, clusters) and config.retrieval_top_k == 40  # the paper's top-k
+    assert config.max_train_events == train_events
 
 
 def test_preset_overrides_and_unknown_preset():
