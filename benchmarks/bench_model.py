@@ -104,6 +104,7 @@ def inputs(config: CACMIConfig, batch: int, device: torch.device, num_frames: in
         video_features=torch.randn(batch, frames, config.feature_dim, generator=g),
         video_mask=torch.ones(batch, frames, dtype=torch.bool),
         durations=torch.full((batch,), 120.0),
+        video_ids=torch.arange(batch),  # bank videos (4 captions each), for the training-time same-video exclusion
         event_segments=torch.stack([starts, starts + 0.3], -1),
         event_mask=torch.ones(batch, events, dtype=torch.bool),
         caption_ids=caption,

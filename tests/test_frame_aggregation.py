@@ -209,9 +209,9 @@ def test_cfa_excludes_own_captions_only_while_training():
     eval_top4 = CrossModalFrameAggregation(_config(retrieval_top_k=4)).eval()(features, mask, bank, video_ids)
     assert torch.equal(out.retrieved_indices, eval_top4.retrieved_indices[..., 1:])
     assert (bank.video_index[eval_top4.retrieved_indices] == video_ids[:, None, None]).all()
-    # "same_video" without video_ids falls back to dropping the best match.
-    fallback = cfa.train()(features, mask, bank)
-    assert torch.equal(fallback.retrieved_indices, out.retrieved_indices)
+    # "same_video" without video_ids refuses to train rather than retrieve the video's own captions.
+    with pytest.raises(ValueError, match="needs video_ids"):
+        cfa.train()(features, mask, bank)
 
 
 def test_cfa_windows_mode_and_no_gradient():

@@ -247,8 +247,9 @@ class CrossModalFrameAggregation(nn.Module):
     r"""
     CFA [paper]: contiguous Ward clustering into pseudo-events, boundary-weighted pooling, and cosine top-k
     retrieval of caption embeddings; or CM2's fixed windows with `retrieval_mode="windows"`. No parameters and no
-    gradient. While training, the video's own captions are excluded (`config.retrieval_exclude`); with
-    "same_video" but no `video_ids` given it falls back to "top1" (CM2's rule) with a warning.
+    gradient. While training, the video's own captions are excluded (`config.retrieval_exclude`); "same_video"
+    needs `video_ids` then and raises without them (a silent fallback would train on the video's own captions
+    whenever the ids went missing).
     """
 
     def __init__(self, config):
@@ -308,11 +309,12 @@ class CrossModalFrameAggregation(nn.Module):
                 queries, query_mask, spans = window_pooling(features, video_mask, self.num_windows)
             exclude = self.exclude if self.training else "none"
             if exclude == "same_video" and video_ids is None:
-                logger.warning_once(
-                    "CFA: retrieval_exclude='same_video' needs video_ids while training; none given, so the best "
-                    "match is dropped instead ('top1')."
+                raise ValueError(
+                    "CFA: retrieval_exclude='same_video' needs video_ids (B,) while training (the memory-bank index of "
+                    "each video, -1 when absent), so that a video never retrieves its own captions; none were given. "
+                    "Collate with DenseCaptioningCollator(memory_video_lookup=bank), pass video_ids to the forward, "
+                    "or set config.retrieval_exclude to 'top1' (CM2's rule) or 'none'."
                 )
-                exclude = "top1"
             mean, indices, scores = memory_bank.retrieve(
                 queries, self.top_k, exclude_video=video_ids, exclude=exclude, query_mask=query_mask
             )

@@ -19,6 +19,30 @@ import torch
 from ..video_decoding import nearest_indices
 
 
+# Endings a video id may carry when it was taken from a file name (the bank's or the annotations').
+_FILE_ENDINGS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".npy", ".pt", ".pth")
+
+
+def canonical_video_id(video_id: Any) -> str:
+    """The id form the memory-bank lookup compares: no ActivityNet/YouCook2 "v_" prefix, no file ending ("v_abc.mp4" -> "abc")."""
+    text = str(video_id)
+    for ending in _FILE_ENDINGS:
+        if text.lower().endswith(ending):
+            text = text[: -len(ending)]
+            break
+    return text.removeprefix("v_")
+
+
+def bank_video_lookup(lookup: Mapping[str, int]) -> dict[str, int]:
+    """`{canonical id: bank video index}` of a bank's `{video id: index}`; ids of two different videos that reduce to one
+    canonical form map to -2 (ambiguous), which `DenseCaptioningCollator` refuses by name."""
+    canonical: dict[str, int] = {}
+    for vid, index in lookup.items():
+        key = canonical_video_id(vid)
+        canonical[key] = index if canonical.get(key, index) == index else -2
+    return canonical
+
+
 class DenseCaptioningCollator:
     """Collate rows `{video_id, duration, timestamps, sentences, video_features}` into model inputs and labels.
 
@@ -49,6 +73,7 @@ class DenseCaptioningCollator:
         self.max_caption_len = max_caption_len or getattr(config, "max_caption_len", 30)
         lookup = getattr(memory_video_lookup, "video_lookup", memory_video_lookup)  # a MemoryBankData works too
         self.memory_video_lookup = dict(lookup) if lookup is not None else {}
+        self._canonical_lookup = bank_video_lookup(self.memory_video_lookup)
         self.training = training
         self.seed = seed
         self.feature_key = feature_key
@@ -56,6 +81,19 @@ class DenseCaptioningCollator:
         self.pad_token_id = tokenizer.pad_token_id if getattr(tokenizer, "pad_token_id", None) is not None else 0
         self._rng: np.random.Generator | None = None
         self._rng_worker: int | None = None
+
+    def bank_index(self, video_id: Any) -> int:
+        """Memory-bank video index of `video_id`: an exact match, else the same id up to the "v_" prefix / a file ending; -1 when absent."""
+        index = self.memory_video_lookup.get(video_id)
+        if index is None:
+            index = self._canonical_lookup.get(canonical_video_id(video_id), -1)
+        if index == -2:
+            twins = sorted(v for v in self.memory_video_lookup if canonical_video_id(v) == canonical_video_id(video_id))
+            raise ValueError(
+                f"Video {video_id!r} matches several memory-bank videos {twins} up to the 'v_' prefix / file ending, so "
+                "its own captions cannot be told apart for the same-video exclusion; rebuild the bank with one id per video."
+            )
+        return int(index)
 
     def _generator(self) -> np.random.Generator:
         """Seeded event sampler; each DataLoader worker gets its own stream (seed, worker id)."""
@@ -142,7 +180,7 @@ class DenseCaptioningCollator:
             "video_features": features,
             "video_mask": mask,
             "durations": torch.from_numpy(durations.astype(np.float32)),
-            "video_ids": torch.tensor([self.memory_video_lookup.get(row.get("video_id"), -1) for row in rows], dtype=torch.long),
+            "video_ids": torch.tensor([self.bank_index(row.get("video_id")) for row in rows], dtype=torch.long),
         }
         labels = self._events(rows, durations)
         if labels is not None:
@@ -152,4 +190,4 @@ class DenseCaptioningCollator:
         return out
 
 
-__all__ = ["DenseCaptioningCollator"]
+__all__ = ["DenseCaptioningCollator", "bank_video_lookup", "canonical_video_id"]

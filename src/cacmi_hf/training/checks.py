@@ -44,7 +44,7 @@ def check_feature_dim(feature_dim: int, config: Any, features: Any) -> None:
 
 
 def check_memory_bank(bank: Any, config: Any, path: Any, train_video_ids: list[str] | None = None) -> None:
-    """The bank exists when CFA is on, its embedding size is the model's text size, and it knows the train videos."""
+    """The bank exists when CFA is on, its embedding size is the model's text size, and it knows every training video (same-video exclusion)."""
     if not config.use_cfa:
         return
     if bank is None:
@@ -64,13 +64,20 @@ def check_memory_bank(bank: Any, config: Any, path: Any, train_video_ids: list[s
             "it was built with a different CLIP model than the features. Rebuild it with `cacmi build-memory --clip` "
             "set to the CLIP model that extracted the features."
         )
-    if train_video_ids:
-        known = set(bank.video_ids)
-        if not any(v in known for v in train_video_ids):
+    if train_video_ids and getattr(config, "retrieval_exclude", "same_video") == "same_video":
+        from ..data.collator import bank_video_lookup, canonical_video_id
+
+        exact = set(bank.video_ids)
+        canonical = bank_video_lookup({v: i for i, v in enumerate(bank.video_ids)})
+        missing = [v for v in train_video_ids if v not in exact and canonical.get(canonical_video_id(v), -1) < 0]
+        if missing:
+            which = "None" if len(missing) == len(train_video_ids) else f"{len(missing)}"
             raise TrainingSetupError(
-                f"None of the {len(train_video_ids)} training videos (e.g. {train_video_ids[0]!r}) is in the memory bank "
-                f"{path} (e.g. {bank.video_ids[0]!r}), so the training-time exclusion of a video's own captions cannot "
-                "work: build the bank from the same training annotations (same video ids)."
+                f"{which} of the {len(train_video_ids)} training videos (e.g. {missing[0]!r}) "
+                f"{'is' if which == 'None' else 'are not'} in the memory bank {path} (e.g. {bank.video_ids[0]!r}, ids "
+                "compared up to a 'v_' prefix or a file ending), so the training-time exclusion of a video's own captions "
+                "cannot be guaranteed for them: build the bank from the same training annotations "
+                "(`cacmi build-memory TRAIN.json`), or train with --config_overrides retrieval_exclude=top1."
             )
 
 
