@@ -61,11 +61,13 @@ def test_two_cpu_processes_match_one_with_the_same_global_batch(tmp_path):
     assert test_one["test_num_videos"] == test_two["test_num_videos"] == 4
     assert one["eval"] is not None and two["eval"] is not None
     assert one["train"]["stopped_by_time_budget"] is two["train"]["stopped_by_time_budget"] is False
-    # Not bit-identical, by design: each process draws its own per-video event samples in the collator, and
-    # the caption loss is a mean over the captions of each process's half batch. Noise stated from runs of
-    # this test: the test metrics agreed exactly, the mean training loss to 1e-4 and the test loss to 1.4 %;
-    # the bounds below allow 0.05 and 5 %, while an unsynchronised or unsharded run trains other steps.
+    # Not bit-identical, by design: the caption loss is a mean over the captions of each process's half batch
+    # (and the event normaliser an average of the processes' counts), so the two runs take slightly different
+    # steps. Measured over runs of this test: the test metrics agreed exactly, the mean training loss to 1e-4
+    # and the test loss to 1.4 %. The bounds are about twice that: a metric may move by less than one event
+    # decision on 4 videos (0.01 < the 1/8 a flipped event costs precision or recall), the training loss by 2e-3
+    # and the test loss by 3 %; an unsynchronised or unsharded run trains other steps and leaves them.
     for key in ("test_F1", "test_Precision", "test_Recall", "test_CIDEr", "test_Bleu_4"):
-        assert test_two[key] == pytest.approx(test_one[key], abs=0.05), (key, test_one[key], test_two[key])
-    assert test_two["test_loss"] == pytest.approx(test_one["test_loss"], rel=0.05)
-    assert two["train"]["train_loss"] == pytest.approx(one["train"]["train_loss"], rel=0.05)
+        assert test_two[key] == pytest.approx(test_one[key], abs=0.01), (key, test_one[key], test_two[key])
+    assert test_two["test_loss"] == pytest.approx(test_one["test_loss"], rel=0.03)
+    assert two["train"]["train_loss"] == pytest.approx(one["train"]["train_loss"], rel=2e-3)
