@@ -142,10 +142,12 @@ def test_caption_is_the_pipelines_result_with_its_files(service, pipe, assets):
     assert all(path.parent == result.folder for path in result.files.values())
     assert result.folder.parent.parent == service.root
     # each stage reported, in order, ending at 100 %
-    assert [stage for _, stage in stages] == ["loading the model", "reading the video", "decoding frames",
-                                             "CLIP features", "captioning", "writing subtitles and the timeline", "done"]
+    names = [stage for _, stage in stages]
+    assert names[:3] == ["loading the model", "reading the video", "decoding frames and CLIP features"]
+    assert names[-3:] == ["captioning", "writing subtitles and the timeline", "done"]
+    assert names[-4] == "decoding frames and CLIP features: 12/12"  # L = 12 frames, counted as CLIP embeds them
     assert [f for f, _ in stages] == sorted(f for f, _ in stages) and stages[-1][0] == 1.0
-    assert set(result.seconds) == {"decode", "features", "captioning", "exports", "total"}
+    assert set(result.seconds) == {"read", "frames", "captioning", "exports", "total"}
     assert f"{len(events)} events in {video.name}" in result.summary()
 
 
@@ -281,6 +283,9 @@ def test_browser_upload_two_at_once_broken_file_and_screenshot(browser, assets, 
     temp_dir, cwd = tmp_path / "temp", tmp_path / "cwd"
     temp_dir.mkdir()
     cwd.mkdir()
+    if not Path(model).is_absolute():  # shown as given in the page: the server sees it from its own folder too
+        (cwd / Path(model).parts[0]).symlink_to(Path(Path(model).parts[0]).resolve())
+    before = sorted(cwd.iterdir())
     server = AppServer(model, temp_dir=temp_dir, cwd=cwd, args=["--examples", str(videos[0]), "--max-duration", "300"])
     try:
         # two browsers (own sessions) upload at once; Gradio's queue serves them one after the other
@@ -322,4 +327,4 @@ def test_browser_upload_two_at_once_broken_file_and_screenshot(browser, assets, 
     assert code == 0, server.log()
     # everything the app wrote was in its temporary folder, and that folder is gone
     assert server.root is not None and server.root.parent == temp_dir and not server.root.exists(), server.log()
-    assert list(temp_dir.iterdir()) == [] and list(cwd.iterdir()) == []
+    assert list(temp_dir.iterdir()) == [] and sorted(cwd.iterdir()) == before

@@ -104,7 +104,7 @@ def export_space(out_dir: str | os.PathLike, model: str, examples: Sequence[str 
     (out / "requirements.txt").write_text("\n".join(_requirements()) + "\n", encoding="utf-8")
     # the package itself goes in as code: the Space imports it from its own folder, nothing to publish first
     shutil.copytree(Path(cacmi_hf.__file__).parent, out / "cacmi_hf", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copytree(model, out / "model", ignore=shutil.ignore_patterns("checkpoint-*", "runs", "*.pt", "optimizer*"))
+    shutil.copytree(model, out / "model", ignore=shutil.ignore_patterns("checkpoint-*", "runs", "*.pt", "*.bin", "optimizer*"))
     if examples:
         (out / "examples").mkdir()
         for path in examples:

@@ -18,12 +18,14 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..video_decoding import VideoDecodingError
 
 DEFAULT_MAX_DURATION_S = 600.0  # ten minutes: a long video costs L CLIP passes anyway, but decoding grows with it
 EVENT_COUNTS = ("auto", "fixed")
@@ -109,6 +111,23 @@ def event_rows(
             row.append(" · ".join(f"{h['sentence']} ({h['score']:.2f})" if "score" in h else h["sentence"] for h in distinct))
         rows.append(row)
     return rows
+
+
+def _watch_frames(item: dict[str, Any], report: Callable[[float, str], None], lap: Callable[[str], None]) -> bool:
+    """Wrap the pipeline item's frame stream so that each chunk reports progress and its end closes the "frames" lap."""
+    stream, total = item["stream"], max(int(item.get("num_frames") or 0), 1)
+
+    def watched():
+        done = 0
+        for chunk in stream:  # (b, 3, S, S) frames, decoded while CLIP embeds the previous chunk
+            yield chunk
+            done += len(chunk)
+            report(0.1 + 0.6 * min(done / total, 1.0), f"decoding frames and CLIP features: {done}/{total}")
+        lap("frames")
+        report(0.7, "captioning")
+
+    item["stream"] = watched()
+    return True
 
 
 def _readable(err: BaseException, path: str, name: str) -> str:
@@ -273,8 +292,6 @@ class CaptioningService:
         progress: Callable[[float, str], None] | None = None,
     ) -> CaptionResult:
         """Caption one video file through the pipeline's steps, reporting each; write VTT, SRT, JSON and timeline PNG."""
-        import torch
-
         from ..exports import plot_timeline, to_densevid_json, to_srt, to_webvtt
 
         options = options or CaptionOptions()
@@ -299,40 +316,31 @@ class CaptioningService:
 
         report(0.05, "reading the video")
         duration = self.check_video(path, name)
-        report(0.1, "decoding frames")
         try:
             inputs = pipe.preprocess(path, **preprocess)
-        except Exception as err:  # noqa: BLE001 - decoding failures are the file's problem
-            raise AppError(f"{name} could not be decoded: {_readable(err, path, name)}") from err
+        except Exception as err:  # noqa: BLE001 - a file that cannot be opened is the file's problem
+            raise AppError(f"{name} could not be read as a video: {_readable(err, path, name)}") from err
+        lap("read")
+
+        # The pipeline's forward decodes the frames chunk by chunk while CLIP embeds the previous chunk, then
+        # generates; watching its frame stream (when it has one) tells the page how far decoding and CLIP are,
+        # and when captioning starts. The call itself is the pipeline's: the events are pipeline(...)'s.
         item = inputs["items"][0]
-        lap("decode")
-
-        # The pipeline's own forward embeds frames and generates in one call; the tower runs here first so the
-        # page can say which of the two it is in. Same tensors, same modules: the events are pipeline(...)'s.
-        report(0.4, "CLIP features")
-        tower = pipe._vision_tower()
+        watched = _watch_frames(item, report, lap) if isinstance(item.get("stream"), Iterable) else False
+        report(0.1, "decoding frames and CLIP features" if watched else "decoding, CLIP features and captioning")
         try:
-            with torch.inference_mode():
-                frames = item["pixel_values_videos"][None].to(pipe.device)  # (1, L, 3, S, S)
-                mask = item["video_mask"][None].to(pipe.device)  # (1, L)
-                features = tower(frames, mask)[0, : item["video_mask"].shape[0]]  # (L, D)
-        except RuntimeError as err:
-            raise AppError(f"The model could not embed the frames of {name} ({err}); try another frames L.") from err
-        lap("features")
-
-        report(0.6, "captioning")
-        features_item = {"kind": "features", "video_features": features, "video_mask": item["video_mask"],
-                         "durations": item["durations"], "name": item["name"]}
-        try:
-            outputs = pipe.forward({"items": [features_item]}, **forward)
+            outputs = pipe.forward(inputs, **forward)
             result = pipe.postprocess(outputs, **postprocess)
+        except (VideoDecodingError, FileNotFoundError) as err:
+            raise AppError(f"{name} could not be decoded: {_readable(err, path, name)}") from err
         except (RuntimeError, ValueError, IndexError) as err:
             raise AppError(
-                f"The model could not caption {name} with these settings ({err}); try another frames L or event count."
+                f"The model could not caption {name} with these settings ({_readable(err, path, name)}); try another "
+                "frames L or event count."
             ) from err
         events = result["events"] if retrieve else result
         pseudo = result["pseudo_events"] if retrieve else None
-        lap("captioning")
+        lap("captioning" if watched else "frames and captioning")
 
         report(0.85, "writing subtitles and the timeline")
         folder = self.new_folder()
