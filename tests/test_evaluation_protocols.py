@@ -185,6 +185,24 @@ def test_training_argument():
         DenseCaptioningTrainingArguments(output_dir=None, eval_protocol="2021x")
 
 
+def test_the_trainer_scores_with_its_eval_protocol():
+    from types import SimpleNamespace
+
+    from cacmi_hf.training.trainer import DenseCaptioningTrainer
+
+    case = FIXTURE["dense"]["two_videos"]
+    predictions = {vid: [{"timestamp": e["timestamp"], "caption": e["sentence"]} for e in events]
+                   for vid, events in case["predictions"].items()}
+    fake = SimpleNamespace(  # only what score_predictions reads
+        accelerator=SimpleNamespace(is_main_process=True), _meteor=None,
+        args=SimpleNamespace(eval_tious=[0.3, 0.5, 0.7, 0.9], eval_protocol="2018_cider", eval_soda=False, eval_no_java=True),
+    )
+    result = DenseCaptioningTrainer.score_predictions(fake, predictions, case["references"])
+    assert result["protocol"] == "2018_cider"
+    expected = evaluate_dense_captions(case["predictions"], case["references"], protocol="2018_cider", no_java=True)
+    assert result["average"] == expected["average"]
+
+
 # Paragraphs: para_evaluate.py joins a video's sentences in the prediction file's order.
 PARA = FIXTURE["paragraph"]
 

@@ -6,7 +6,8 @@ start time first), into one paragraph ("s1. s2. ...") and scored, corpus-level, 
 paragraph reference of that video in every paragraph file given (ActivityNet Entities
 ``para_val_{1,2}.json`` or YouCook2 ``para_yc2_val.json``). Text is normalised with that script's
 rule: every character that is not an ASCII letter becomes a space, then lower-case and whitespace
-split (no PTB tokenizer here). Videos with paragraph references but no prediction
+split (no PTB tokenizer here). Video ids must match exactly: the script also prefixes "v_" to every
+key of a file whose first key lacks it, which only matters when files disagree on the prefix. Videos with paragraph references but no prediction
 are scored with an empty paragraph. BLEU and METEOR are corpus-level over all videos, ROUGE-L
 the mean over videos, CIDEr-D with document frequencies over all videos' references.
 """
