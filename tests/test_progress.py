@@ -120,6 +120,7 @@ def test_cli_progress_flag_forces_bars(monkeypatch):
 
     calls = []
     monkeypatch.setattr(progress_module, "set_progress_mode", lambda mode: calls.append(mode))
+    monkeypatch.setattr(progress_module, "quiet_library_bars", lambda: calls.append("quiet"))
     parser = cli.build_parser()
     assert parser.parse_args(["demo", "--progress"]).progress and parser.parse_args(["--progress", "demo"]).progress
     monkeypatch.setattr(cli, "build_parser", lambda: parser)
@@ -141,3 +142,23 @@ def test_trainer_callback_logs_steps(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" ", 3)[:3] for line in lines] == [["train:", "50%", "(2/4"], ["train:", "100%", "(4/4"]]
     assert lines[0].endswith("loss=1") and lines[1].endswith("loss=0.3333")
+
+
+def test_library_bars_are_quiet_in_a_log(monkeypatch):
+    import huggingface_hub.utils
+    from transformers.utils import logging as transformers_logging
+
+    from cacmi_hf import cli
+
+    monkeypatch.setenv("CACMI_PROGRESS", "log")
+    ran = []
+    parser = cli.build_parser()
+    parser.set_defaults(_run=lambda args: ran.append(args) or 0)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    try:
+        assert cli.main([]) == 0 and ran
+        assert not transformers_logging.is_progress_bar_enabled()
+        assert huggingface_hub.utils.are_progress_bars_disabled()
+    finally:
+        transformers_logging.enable_progress_bar()
+        huggingface_hub.utils.enable_progress_bars()

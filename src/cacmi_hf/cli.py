@@ -46,10 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cacmi` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "progress", False):
-        from .progress import set_progress_mode
+    from .progress import progress_mode, quiet_library_bars, set_progress_mode
 
+    if getattr(args, "progress", False):
         set_progress_mode("bar")
+    if hasattr(args, "_run") and progress_mode() != "bar":
+        quiet_library_bars()  # in a log, the libraries' own bars would redraw line after line
     if not hasattr(args, "_run"):
         parser.print_help()
         return 2

@@ -199,6 +199,20 @@ def progress(
     return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, file=stream, disable=mode == "off")
 
 
+def quiet_library_bars() -> None:
+    """Turn off the bars transformers, huggingface_hub and datasets draw themselves (loading weights, writing shards,
+    `Map`): they redraw in place too, so a log gets them only where `progress_mode()` is "bar"."""
+    import huggingface_hub.utils
+    from transformers.utils import logging as transformers_logging
+
+    huggingface_hub.utils.disable_progress_bars()
+    transformers_logging.disable_progress_bar()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    else:  # read when datasets is first imported; importing it here would cost every command seconds
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+
 def trainer_progress_callback(every: float | None = None):
     """A transformers `TrainerCallback` logging training steps as `LogProgress` lines (use with `disable_tqdm=True`)."""
     from transformers import TrainerCallback
@@ -230,4 +244,12 @@ def trainer_progress_callback(every: float | None = None):
     return TrainerProgressLog()
 
 
-__all__ = ["LogProgress", "MODES", "progress", "progress_mode", "set_progress_mode", "trainer_progress_callback"]
+__all__ = [
+    "LogProgress",
+    "MODES",
+    "progress",
+    "progress_mode",
+    "quiet_library_bars",
+    "set_progress_mode",
+    "trainer_progress_callback",
+]
