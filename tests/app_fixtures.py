@@ -94,7 +94,11 @@ class AppServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = Path(temp_dir).parent / f"app-{self.port}.log"
-        env = {**os.environ, "CACMI_PROGRESS": "log", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+        import torch
+
+        env = {**os.environ, "CACMI_PROGRESS": "log", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+               # the thread count of this process: float sums in the same order, so the same events to compare
+               "OMP_NUM_THREADS": str(torch.get_num_threads())}
         env.pop("GRADIO_TEMP_DIR", None)
         command = [sys.executable, "-m", "cacmi_hf.cli", "app", "--model", str(model), "--host", "127.0.0.1",
                    "--port", str(self.port), "--temp-dir", str(temp_dir), *(args or [])]
