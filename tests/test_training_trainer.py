@@ -131,6 +131,28 @@ def test_main_process_generation_equals_sharded(trained):
     assert sorted(main) == sorted(dataset["video_id"])
 
 
+def test_main_mode_other_processes_caption_nothing_and_only_wait(trained, monkeypatch):
+    """eval_generation="main" on a process other than the main one: no forward, no collective, one barrier."""
+    from accelerate import Accelerator, PartialState
+
+    _, _, run = trained
+    trainer = run.trainer
+    calls = []
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    monkeypatch.setattr(PartialState, "is_main_process", property(lambda self: False))
+    monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 2))
+    monkeypatch.setattr(trainer.accelerator, "wait_for_everyone", lambda: calls.append("barrier"))
+    monkeypatch.setattr(trainer.accelerator, "gather_for_metrics", lambda *a, **k: calls.append("gather"))
+    monkeypatch.setattr(model, "generate", lambda *a, **k: calls.append("generate"))
+    monkeypatch.setattr(model, "forward", lambda *a, **k: calls.append("forward"))
+    trainer.args.eval_generation = "main"
+    try:
+        predictions, loss = trainer.caption_dataset(run.setup.eval_dataset)
+    finally:
+        trainer.args.eval_generation = "sharded"
+    assert (predictions, loss, calls) == ({}, None, ["barrier"])
+
+
 def test_any_batch_size_gives_the_same_evaluation(trained):
     _, _, run = trained
     trainer = run.trainer

@@ -116,6 +116,10 @@ class CACMIPreTrainedModel(PreTrainedModel):
     main_input_name = "video_features"
     accepts_loss_kwargs = False
 
+    def get_input_embeddings(self):
+        """None: frame features, not token ids, enter the model (Accelerate's FSDP2 wrapping asks for this)."""
+        return None
+
     def _init_weights(self, module: nn.Module):
         """transformers' default initialisation, then the module's own `init_special_weights()` when it has one."""
         super()._init_weights(module)

@@ -11,6 +11,7 @@ end) / duration clamped to [0, 1]; captions are tokenised to `[BOS] words [EOS]`
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -79,8 +80,8 @@ class DenseCaptioningCollator:
         self.feature_key = feature_key
         self.return_video_names = return_video_names
         self.pad_token_id = tokenizer.pad_token_id if getattr(tokenizer, "pad_token_id", None) is not None else 0
-        self._rng: np.random.Generator | None = None
-        self._rng_worker: int | None = None
+        self.epoch = 0
+        self._draws: dict[str, int] = {}  # event subsets drawn per video in this epoch
 
     def bank_index(self, video_id: Any) -> int:
         """Memory-bank video index of `video_id`: an exact match, else the same id up to the "v_" prefix / a file ending; -1 when absent."""
@@ -95,14 +96,23 @@ class DenseCaptioningCollator:
             )
         return int(index)
 
-    def _generator(self) -> np.random.Generator:
-        """Seeded event sampler; each DataLoader worker gets its own stream (seed, worker id)."""
-        info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else -1
-        if self._rng is None or self._rng_worker != worker:
-            self._rng = np.random.default_rng([self.seed, worker + 1])
-            self._rng_worker = worker
-        return self._rng
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch `epoch` of the event sampling (`DenseCaptioningTrainer` calls it at every epoch start)."""
+        self.epoch = int(epoch)
+        self._draws = {}
+
+    def _event_sampler(self, video_id: Any) -> np.random.Generator:
+        """The generator of one video's event subset: a function of (seed, epoch, video, draws of it this epoch).
+
+        Keyed by the video rather than by a running stream, so the subset a video gets does not depend on the
+        process, the DataLoader worker, the batch it lands in or batches collated ahead of time: a run resumed
+        from a checkpoint (and the same run on more processes) draws exactly the same subsets, with no collator
+        state to save. A video collated twice in one epoch (outside the Trainer) gets a new subset each time.
+        """
+        key = str(video_id)
+        draw = self._draws.get(key, 0)
+        self._draws[key] = draw + 1
+        return np.random.default_rng([self.seed, self.epoch, draw, zlib.crc32(key.encode())])
 
     # Per-video work is done in numpy and turned into tensors once per batch: tiny torch ops each wake
     # the intra-op thread pool, which costs more than the op itself (badly so on a shared CPU).
@@ -139,7 +149,7 @@ class DenseCaptioningCollator:
             count = len(row["timestamps"])
             keep = np.arange(count)
             if self.training and self.max_train_events is not None and count > self.max_train_events:
-                keep = np.sort(self._generator().choice(count, self.max_train_events, replace=False))
+                keep = np.sort(self._event_sampler(row.get("video_id")).choice(count, self.max_train_events, replace=False))
             chosen.append(keep)
         num_events = max((len(k) for k in chosen), default=0)
         if num_events == 0:
