@@ -13,6 +13,7 @@ from cacmi_hf.synthetic.banks import (
     install_bank,
     random_bank,
     retrieval_accuracy,
+    word_encoder,
 )
 
 SENTENCES = [f"a {c} {s} grows" for c in ("red", "blue", "green") for s in ("circle", "square", "cross")]
@@ -122,3 +123,16 @@ def test_retrieval_accuracy_hand_worked():
     assert scores["spans"] == 3 and scores["inside"] == 3
     assert scores["acc@1"] == pytest.approx(2 / 3)  # right, wrong colour, right
     assert scores["colour"] == pytest.approx(2 / 3) and scores["shape"] == 1.0 and scores["action"] == 1.0
+
+
+def test_word_encoder_keeps_every_word_apart():
+    encode = word_encoder(128, seed=0)
+    rows = encode(["a red circle grows", "a yellow circle grows", "a red circle grows.", "a red circle shrinks"])
+    assert torch.allclose(rows.norm(dim=1), torch.ones(4))
+    assert torch.equal(rows[0], rows[2])  # punctuation and case are not words
+    assert torch.equal(rows, word_encoder(128, seed=0)(["a red circle grows", "a yellow circle grows",
+                                                         "a red circle grows.", "a red circle shrinks"]))
+    # one word of four differs: cosine near 3/4, far below the ~0.98 of the tiny CLIP's text tower
+    assert 0.6 < float(rows[0] @ rows[1]) < 0.9 and 0.6 < float(rows[0] @ rows[3]) < 0.9
+    with pytest.raises(ValueError, match="no words"):
+        encode(["..."])

@@ -14,6 +14,13 @@ known quality, all of the size and space of the tiny CLIP text tower:
   cosine similarity with the video's own captions excluded while training.
 - "random": the clip bank with every embedding replaced by a random unit vector; retrieval as the clip bank's.
 
+What an entry can tell the model is bounded by its text encoder too. The tiny CLIP learns words only as far as
+single frames tell them apart: sentences that differ only in the action (invisible in one frame) have text
+embeddings at cosine ~0.98, and in the ambiguous world so do "a yellow circle ..." and "a red circle ..."
+(`benchmarks/bench_mechanism.py`, BENCHMARKS.md). So the event banks come in two encodings: the tiny CLIP text
+tower, and `word_encoder`, which keeps every word (a fixed random vector per word, summed): the oracle of the
+study's question, where the sentence carries what the pixels do not.
+
 `retrieval_accuracy` scores what any of them returns: for every pseudo-event that lies mostly inside one
 ground-truth event, whether the top-1 entry's sentence equals that event's sentence (acc@1), and how often it
 names the right colour, shape and action.
@@ -23,6 +30,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
+
+import re
+import zlib
 
 import numpy as np
 import torch
@@ -41,6 +51,33 @@ def bank_name(kind: str, swap_fraction: float = 0.0) -> str:
     if kind not in BANK_KINDS:
         raise ValueError(f"bank kind {kind!r}: choose one of {BANK_KINDS}")
     return f"swap {swap_fraction:g}" if kind == "swap" else kind
+
+
+def word_encoder(dim: int, seed: int = 0) -> Callable[[list[str]], torch.Tensor]:
+    """A text encoder that keeps every word: the L2-normalised sum of a fixed random unit vector per word.
+
+    Each word's vector is drawn from a generator seeded by (seed, CRC-32 of the word), so the encoding of a sentence
+    depends on nothing else; random vectors in `dim` dimensions are nearly orthogonal, so sentences that differ in
+    one of n words stay apart (cosine about (n - 1) / n).
+    """
+
+    def vector(word: str) -> np.ndarray:
+        rng = np.random.default_rng([seed, zlib.crc32(word.encode())])
+        v = rng.standard_normal(dim)
+        return v / np.linalg.norm(v)
+
+    def encode(sentences: list[str]) -> torch.Tensor:
+        """`(n, dim)` float32 unit vectors of `sentences`."""
+        rows = []
+        for sentence in sentences:
+            words = re.findall(r"[a-z0-9]+", sentence.lower())
+            if not words:
+                raise ValueError(f"word_encoder: sentence {sentence!r} has no words to encode")
+            total = np.sum([vector(w) for w in words], axis=0)
+            rows.append(total / np.linalg.norm(total))
+        return torch.from_numpy(np.stack(rows)).float()
+
+    return encode
 
 
 @dataclass
@@ -238,4 +275,5 @@ __all__ = [
     "install_bank",
     "random_bank",
     "retrieval_accuracy",
+    "word_encoder",
 ]
