@@ -9,6 +9,7 @@ Scenarios:
   so the accelerator is switched to FSDP2 right after the Trainer built it.
 - `resume`: train N steps; train again, die after step N/2 + 1 with a checkpoint at N/2, resume from it and
   finish; write the per-step losses and the final weights of both runs for the test to compare.
+- `fsdp_resume`: `resume` with the parameters sharded by FSDP2.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def _resume(out: Path, argv: list[str]) -> None:
 
     def dump(name: str, trainer, callback: Record) -> None:
         rank = dist.get_rank() if dist.is_initialized() else 0
-        weights = {k: v.detach().cpu() for k, v in trainer.accelerator.unwrap_model(trainer.model).state_dict().items()}
+        weights = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().cpu()
+                   for k, v in trainer.accelerator.unwrap_model(trainer.model).state_dict().items()}
         torch.save({"losses": callback.losses, "weights": weights}, out / f"{name}_rank{rank}.pt")
 
     full = Record()
@@ -118,7 +120,9 @@ def main(argv: list[str]) -> int:
 
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where a stuck process waits
     torch.set_num_threads(1)
-    {"fsdp": _fsdp, "resume": _resume}[scenario](out, train_args)
+    if scenario == "fsdp_resume":
+        _switch_to_fsdp2()
+    {"fsdp": _fsdp, "resume": _resume, "fsdp_resume": _resume}[scenario](out, train_args)
     if dist.is_initialized():
         dist.barrier()
     return 0

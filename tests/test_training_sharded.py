@@ -1,5 +1,5 @@
 """Two gloo processes on CPU: FSDP2-sharded training evaluates mid-training without dead-locking and scores what one
-process scores; a DDP run killed mid-way and resumed is bit-identical to the uninterrupted one.
+process scores; a DDP or FSDP2 run killed mid-way and resumed is bit-identical to the uninterrupted one.
 
 Both run `tests/distributed_driver.py` under `torch.distributed.run` with a bounded timeout: a dead-lock fails the
 test instead of hanging CI.
@@ -77,7 +77,8 @@ def test_fsdp2_two_processes_evaluate_mid_training_and_score_like_one_process(tm
 
 
 @pytest.mark.slow
-def test_two_process_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("scenario", ["resume", "fsdp_resume"])
+def test_two_process_resume_is_bit_identical(tmp_path, scenario):
     paths = make_dataset(tmp_path / "data")  # 8 training videos of 2-3 events
     overrides = TINY_OVERRIDES.replace("dropout=0.0,caption_dropout=0.0", "dropout=0.1,caption_dropout=0.5") + ",max_train_events=2"
     argv = train_argv(
@@ -86,7 +87,7 @@ def test_two_process_resume_is_bit_identical(tmp_path):
         "--lr_decay_start", "1", "--lr_decay_every", "1", "--per_device_train_batch_size", "1",
     )
     out = tmp_path / "runs"
-    _launch("resume", out, argv)  # 8 videos / (2 x 1) = 4 steps an epoch, 8 steps; killed after 5, resumed from 4
+    _launch(scenario, out, argv)  # DDP or FSDP2; 8 videos / (2 x 1) = 4 steps an epoch, 8 steps; killed after 5, resumed from 4
     for rank in (0, 1):
         full = torch.load(out / f"full_rank{rank}.pt", weights_only=True)
         resumed = torch.load(out / f"resumed_rank{rank}.pt", weights_only=True)

@@ -292,6 +292,25 @@ class DenseCaptioningTrainer(Trainer):
         finally:
             self.model = original
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        """`Trainer._load_from_checkpoint`; FSDP2-sharded parameters are read as `_load_best_model` reads them."""
+        from torch.distributed.tensor import DTensor
+
+        target = model if model is not None else self.model
+        if not any(isinstance(p, DTensor) for p in target.parameters()):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._load_full_weights(target, resume_from_checkpoint)
+
+    def _load_full_weights(self, model: torch.nn.Module, folder: str) -> None:
+        """Every process reads `folder`'s model.safetensors and keeps its own shards (no broadcast from one process)."""
+        import os
+
+        from safetensors.torch import load_file
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        state = load_file(os.path.join(folder, "model.safetensors"))
+        set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=False))
+
     def _load_best_model(self) -> None:
         """`Trainer._load_best_model`; with FSDP2-sharded parameters every process reads the best checkpoint's full
         weights and keeps its own shards (Accelerate's FSDP loader broadcasts from one process, which dead-locks here)."""
@@ -299,14 +318,8 @@ class DenseCaptioningTrainer(Trainer):
 
         if not any(isinstance(p, DTensor) for p in self.model.parameters()):
             return super()._load_best_model()
-        import os
-
-        from safetensors.torch import load_file
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
         logger.info("Loading best model from %s (score: %s).", self.state.best_model_checkpoint, self.state.best_metric)
-        state = load_file(os.path.join(self.state.best_model_checkpoint, "model.safetensors"))
-        set_model_state_dict(self.model, state, options=StateDictOptions(full_state_dict=True, strict=False))
+        self._load_full_weights(self.model, self.state.best_model_checkpoint)
 
     def _frozen_tower_keys(self) -> set[str]:
         """State-dict keys of the frozen CLIP image tower (empty without one): what a checkpoint need not repeat."""
