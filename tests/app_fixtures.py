@@ -90,7 +90,8 @@ def free_port() -> int:
 class AppServer:
     """`cacmi app` in a subprocess on 127.0.0.1 and a free port; `stop()` ends it with SIGTERM (it cleans up)."""
 
-    def __init__(self, model: Path | str, *, temp_dir: Path, cwd: Path, args: list[str] | None = None, timeout: float = 600.0):
+    def __init__(self, model: Path | str, *, temp_dir: Path, cwd: Path, args: list[str] | None = None, timeout: float = 600.0,
+                 system_temp: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = Path(temp_dir).parent / f"app-{self.port}.log"
@@ -100,6 +101,8 @@ class AppServer:
                # the thread count of this process: float sums in the same order, so the same events to compare
                "OMP_NUM_THREADS": str(torch.get_num_threads())}
         env.pop("GRADIO_TEMP_DIR", None)
+        if system_temp is not None:  # the system's temporary folder as the server sees it (TMPDIR)
+            env["TMPDIR"] = str(system_temp)
         command = [sys.executable, "-m", "cacmi_hf.cli", "app", "--model", str(model), "--host", "127.0.0.1",
                    "--port", str(self.port), "--temp-dir", str(temp_dir), *(args or [])]
         self._log = open(self.log_path, "w")

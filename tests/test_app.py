@@ -280,13 +280,14 @@ def test_browser_upload_two_at_once_broken_file_and_screenshot(browser, assets, 
     if os.environ.get("CACMI_APP_VIDEO"):
         videos = [Path(os.environ["CACMI_APP_VIDEO"]), assets.videos[1]]
     reference = pipe if model == assets.model else pipeline("dense-video-captioning", model=str(model))
-    temp_dir, cwd = tmp_path / "temp", tmp_path / "cwd"
-    temp_dir.mkdir()
-    cwd.mkdir()
+    temp_dir, cwd, system_temp = tmp_path / "temp", tmp_path / "cwd", tmp_path / "system-temp"
+    for folder in (temp_dir, cwd, system_temp):
+        folder.mkdir()
     if not Path(model).is_absolute():  # shown as given in the page: the server sees it from its own folder too
         (cwd / Path(model).parts[0]).symlink_to(Path(Path(model).parts[0]).resolve())
     before = sorted(cwd.iterdir())
-    server = AppServer(model, temp_dir=temp_dir, cwd=cwd, args=["--examples", str(videos[0]), "--max-duration", "300"])
+    server = AppServer(model, temp_dir=temp_dir, cwd=cwd, system_temp=system_temp,
+                       args=["--examples", str(videos[0]), "--max-duration", "300"])
     try:
         # two browsers (own sessions) upload at once; Gradio's queue serves them one after the other
         pages = [open_page(browser, server.url) for _ in videos]
@@ -328,3 +329,4 @@ def test_browser_upload_two_at_once_broken_file_and_screenshot(browser, assets, 
     # everything the app wrote was in its temporary folder, and that folder is gone
     assert server.root is not None and server.root.parent == temp_dir and not server.root.exists(), server.log()
     assert list(temp_dir.iterdir()) == [] and sorted(cwd.iterdir()) == before
+    assert list(system_temp.iterdir()) == [], list(system_temp.rglob("*"))  # not even the system's temporary folder

@@ -11,6 +11,8 @@ while it runs.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import logging
 import os
 import shutil
 import signal
@@ -49,7 +51,11 @@ def launch(
     root = Path(tempfile.mkdtemp(prefix="cacmi-app-", dir=temp_dir))
     service = CaptioningService(model, max_duration_s=max_duration_s, root=root, device=device,
                                 keep_results_s=60.0 * keep_minutes)
-    # Gradio keeps uploads and served copies in GRADIO_TEMP_DIR: inside the run's folder, removed with it
+    # Gradio keeps uploads and served copies in GRADIO_TEMP_DIR, read when it is first imported (below, in .ui):
+    # inside the run's folder, removed with it
+    if "gradio" in sys.modules:
+        logging.getLogger(__name__).warning("gradio was imported before cacmi app set GRADIO_TEMP_DIR: some of its "
+                                            "files may land in %s", os.environ.get("GRADIO_TEMP_DIR", "/tmp/gradio"))
     os.environ["GRADIO_TEMP_DIR"] = str(root / "gradio")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -65,7 +71,7 @@ def launch(
         app = build_app(service, examples=examples, concurrency=concurrency)
         print(f"cacmi app: model {model}; files in {root} (removed on exit)", flush=True)
         app.launch(server_name=host, server_port=port, ssr_mode=False, show_error=False,
-                   allowed_paths=[str(Path(p).resolve().parent) for p in examples])
+                   allowed_paths=[str(root), *(str(Path(p).resolve().parent) for p in examples)])
     except KeyboardInterrupt:
         pass
     finally:
@@ -133,10 +139,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve the app, or export a Space folder."""
-    try:
-        import gradio  # noqa: F401
-    except ModuleNotFoundError as err:
-        raise SystemExit(f"cacmi app needs Gradio: pip install 'cacmi_hf[app]' ({err}).") from err
+    # found, not imported: Gradio reads GRADIO_TEMP_DIR when imported, and `launch` sets it to the run's folder first
+    if importlib.util.find_spec("gradio") is None:
+        raise SystemExit("cacmi app needs Gradio: pip install 'cacmi_hf[app]'.")
     if args.concurrency < 1:
         raise SystemExit(f"--concurrency must be >= 1, got {args.concurrency}.")
     if args.export_space:
