@@ -109,8 +109,25 @@ class CACMIConfig(PreTrainedConfig):
         pad_token_id / bos_token_id / eos_token_id / unk_token_id (`int`, 0/1/2/3): special ids.
         max_caption_len (`int`, defaults to 30): most words in a generated caption (BOS/EOS excluded).
         caption_hidden_size (`int`, defaults to 512): LSTM width (also word embedding size).
-        caption_dropout (`float`, defaults to 0.5): dropout on the LSTM input and output.
+        caption_dropout (`float`, defaults to 0.5): dropout on the LSTM output (and on the word embeddings
+            with `caption_embedding_dropout`).
         caption_num_points (`int`, defaults to 4): deformable samples per level in the captioner.
+        caption_decoder (`str`, defaults to "deformable"): "deformable" (LSTM-DSA, PDVC's "standard") or
+            "light" (PDVC's "light": the LSTM reads [word; query] only, no attention over the memory) [PDVC].
+        caption_embedding_size (`int` or `None`, defaults to None): word embedding size [PDVC
+            `input_encoding_size`]; None means `caption_hidden_size`.
+        caption_attention_size (`int` or `None`, defaults to None): hidden size of the captioner's additive
+            soft attention [PDVC `att_hid_size`]; None means `caption_hidden_size`.
+        caption_reference (`str`, defaults to "decoder_input"): where the captioner samples the memory:
+            around the reference its decoder layer started from [PDVC] ("decoder_input": the learned
+            initial centre for layer 0, the previous layer's segment after it), or around the segment the
+            query itself predicts ("predicted") [ours].
+        caption_padding (`str`, defaults to "border"): interpolation outside a level in the captioner's
+            sampling: "border" repeats the video's first/last valid position [PDVC: its captioner samples
+            with `grid_sample(padding_mode="border")`], "zeros" fades to zero like the transformer's
+            deformable attention [ours].
+        caption_embedding_dropout (`bool`, defaults to False): apply `caption_dropout` to the word
+            embeddings as well as to the LSTM output [ours; PDVC drops only the output].
 
     CFA — cross-modal frame aggregation [paper]:
         use_cfa (`bool`, defaults to True): retrieve text context from the memory bank.
@@ -140,6 +157,22 @@ class CACMIConfig(PreTrainedConfig):
         use_cfe (`bool`, defaults to True): enhance frame features with the retrieved text.
         decoder_text_cross_attention (`bool`, defaults to True): decoder layers attend to the
             retrieved text vectors after deformable cross-attention [CM2].
+        text_path (`str`, defaults to "cacmi"): how the retrieved text reaches that cross-attention:
+            "cacmi" projects it (Linear + LayerNorm) [ours]; "cm2" is CM2's path: two LayerNorm-Linear
+            layers (ReLU between) to the hidden size, a sine position over the text slots, one pass through
+            the video's deformable encoder (its weights shared, the text repeated on every level, the first
+            level's output kept), and a cross-attention that reuses the deformable cross-attention's
+            LayerNorm [CM2].
+        memory_format (`str`, defaults to "normalized"): "normalized" stores the bank L2-normalised and
+            averages normalised hits [ours]; "cm2_fp16" is CM2's bank: raw float16 CLIP text embeddings, each
+            normalised in float16 for the cosine (as `torch.cosine_similarity` does on them) and the mean of
+            the k raw hits rounded to float16 [CM2].
+
+    Input features:
+        feature_resize (`str`, defaults to "none"): "none" takes the features at their given length [CM2:
+            native 1 fps]; "pdvc" resamples each video's valid frames to `num_frames` by PDVC's nearest-index
+            rule (scipy `interp1d(kind="nearest")` at i·(T−1)/(L−1), half-way points to the lower frame)
+            [PDVC `data_rescale`].
 
     Matching and losses [PDVC]:
         focal_alpha / focal_gamma (`float`, 0.25 / 2.0): focal loss of the confidence head.
@@ -159,6 +192,9 @@ class CACMIConfig(PreTrainedConfig):
     Optional vision tower:
         vision_config (`dict` or `None`): an open_clip model config; when set, the model embeds
             raw frames (`pixel_values_videos`) itself.
+        vision_normalize (`bool`, defaults to True): L2-normalise the tower's image embeddings, as `cacmi
+            extract-features` does [ours]; False keeps CLIP's raw `encode_image` output [CM2, FrozenBiLM's
+            extraction].
     """
 
     model_type = "cacmi"
@@ -191,6 +227,12 @@ class CACMIConfig(PreTrainedConfig):
     caption_hidden_size: int = 512
     caption_dropout: float | int = 0.5
     caption_num_points: int = 4
+    caption_decoder: str = "deformable"
+    caption_embedding_size: int | None = None
+    caption_attention_size: int | None = None
+    caption_reference: str = "decoder_input"
+    caption_padding: str = "border"
+    caption_embedding_dropout: bool = False
     # CFA
     use_cfa: bool = True
     retrieval_mode: str = "clusters"
@@ -205,6 +247,9 @@ class CACMIConfig(PreTrainedConfig):
     # CFE
     use_cfe: bool = True
     decoder_text_cross_attention: bool = True
+    text_path: str = "cacmi"
+    memory_format: str = "normalized"
+    feature_resize: str = "none"
     # matching and losses
     focal_alpha: float | int = 0.25
     focal_gamma: float | int = 2.0
@@ -223,6 +268,7 @@ class CACMIConfig(PreTrainedConfig):
     rerank_alpha: float | int = 1.0
     # optional vision tower
     vision_config: dict | None = None
+    vision_normalize: bool = True
 
     def __post_init__(self, **kwargs):
         # A window *length* was stored before windows became a count; read it as the count it produced.
@@ -315,6 +361,25 @@ class CACMIConfig(PreTrainedConfig):
             raise ValueError(
                 f"CACMIConfig.count_prior has {len(self.count_prior)} entries; it needs max_event_count + 1 = "
                 f"{self.max_event_count + 1} (counts 0..K)."
+            )
+        choices = {
+            "caption_decoder": ("deformable", "light"),
+            "caption_reference": ("decoder_input", "predicted"),
+            "caption_padding": ("border", "zeros"),
+            "text_path": ("cacmi", "cm2"),
+            "memory_format": ("normalized", "cm2_fp16"),
+            "feature_resize": ("none", "pdvc"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"CACMIConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}.")
+        for name in ("caption_embedding_size", "caption_attention_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"CACMIConfig.{name} must be >= 1 or None (= caption_hidden_size), got {getattr(self, name)}.")
+        if self.text_path == "cm2" and not self.decoder_text_cross_attention:
+            raise ValueError(
+                "CACMIConfig.text_path='cm2' shapes the text the decoder's text cross-attention reads, but "
+                "decoder_text_cross_attention=False; turn it on or use text_path='cacmi'."
             )
         specials = [self.pad_token_id, self.bos_token_id, self.eos_token_id, self.unk_token_id]
         if any(t is None or not 0 <= t < self.vocab_size for t in specials):

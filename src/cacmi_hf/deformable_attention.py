@@ -94,13 +94,17 @@ def sampling_corners(
     level_start: torch.Tensor,
     total: int,
     batch_index: torch.Tensor | None = None,
+    border_lengths: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""
     The two interpolation neighbours of every sampling location, as rows of a `(B·H·S, d)` value table.
 
     Location x ∈ [0, 1] of a level of length T sits at position x·T − 0.5 (frame centres at (i + 0.5)/T, as
     `grid_sample(align_corners=False)`); neighbours outside the level get weight zero, so a sample fades to zero
-    over the half frame beyond either end [ours: one padding rule everywhere].
+    over the half frame beyond either end (the CUDA kernel of PDVC's deformable attention). With
+    `border_lengths`, positions are first clamped into the row's valid frames [0, n − 1] of each level, so a
+    sample beyond the video repeats its first/last valid position (`grid_sample(padding_mode="border")` on the
+    unpadded video, PDVC's captioner).
 
     Args:
         locations (`(B, Q, H, Lv, P)`): normalised sampling locations.
@@ -108,6 +112,8 @@ def sampling_corners(
         total (`int`): S.
         batch_index (`(B,)` long, *optional*): video of each row of `locations` in the table when rows are a
             subset of the videos (default: row b is video b).
+        border_lengths (`(B, Lv)` long, *optional*): valid positions of each row's video on every level; turns on
+            border padding.
 
     Returns:
         rows (`(B, Q, H, Lv, P, 2)` long) into the table of [`value_table`] and their linear weights (same shape).
@@ -115,6 +121,9 @@ def sampling_corners(
     batch, _, heads = locations.shape[:3]
     lengths = level_lengths.to(locations.device)
     position = locations * lengths.to(locations.dtype)[:, None] - 0.5  # (B, Q, H, Lv, P)
+    if border_lengths is not None:
+        top = (border_lengths - 1).clamp(min=0).to(position.dtype)[:, None, None, :, None]  # (B, 1, 1, Lv, 1)
+        position = position.clamp(min=0).minimum(top)
     left = position.floor()
     right_weight = position - left  # (B, Q, H, Lv, P)
     left = left.long()

@@ -33,6 +33,19 @@ def length_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
     return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def sine_position(mask: torch.Tensor, num_feats: int, temperature: float = 10000.0) -> torch.Tensor:
+    r"""
+    DETR/PDVC sine embedding of the valid-position index, `(B, T)` bool -> `(B, T, num_feats)` float32: the cumsum
+    of the mask normalised to (i + 0.5)/n · 2π, channel 2j = sin(x / T^(2j/F)), 2j + 1 = cos(x / T^(2j/F)).
+    """
+    index = mask.float().cumsum(1)  # (B, T)
+    index = (index - 0.5) / (index[:, -1:] + 1e-6) * (2 * math.pi)
+    channel = torch.arange(num_feats, device=mask.device)
+    freq = temperature ** (2 * torch.div(channel, 2, rounding_mode="floor").float() / num_feats)  # (F,)
+    angle = index[..., None] / freq  # (B, T, F)
+    return torch.where(channel % 2 == 0, angle.sin(), angle.cos())
+
+
 class MaskedGroupNorm(nn.GroupNorm):
     """GroupNorm whose statistics come from the valid positions only, so padding never shifts a video's features."""
 
@@ -123,12 +136,7 @@ class PositionEmbedding(nn.Module):
 
     def sine(self, mask: torch.Tensor) -> torch.Tensor:
         """(B, T) bool -> (B, T, hidden/2) float32 sine embedding of the valid-frame index."""
-        index = mask.float().cumsum(1)  # (B, T)
-        index = (index - 0.5) / (index[:, -1:] + 1e-6) * (2 * math.pi)
-        channel = torch.arange(self.num_sine, device=mask.device)
-        freq = self.temperature ** (2 * torch.div(channel, 2, rounding_mode="floor").float() / self.num_sine)  # (hidden/2,)
-        angle = index[..., None] / freq  # (B, T, hidden/2)
-        return torch.where(channel % 2 == 0, angle.sin(), angle.cos())
+        return sine_position(mask, self.num_sine, self.temperature)
 
     def forward(self, mask: torch.Tensor, duration_embedding: torch.Tensor) -> torch.Tensor:
         """mask `(B, T)` bool, duration_embedding `(B, hidden - hidden/2)` -> `(B, T, hidden)`."""
@@ -139,15 +147,18 @@ class PositionEmbedding(nn.Module):
 class MultiHeadAttention(nn.Module):
     """Scaled dot-product multi-head attention with a key mask; a query with no valid key gets zeros."""
 
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0, key_size: int | None = None):
+    def __init__(
+        self, hidden_size: int, num_heads: int, dropout: float = 0.0, key_size: int | None = None, qkv_bias: bool = True
+    ):
         super().__init__()
         self.num_heads = num_heads
         self.dropout = dropout
         key_size = key_size or hidden_size
-        # Xavier-uniform projections with zero bias, as torch's nn.MultiheadAttention used by PDVC
-        self.q_proj = XavierLinear(hidden_size, hidden_size)
-        self.k_proj = XavierLinear(key_size, hidden_size)
-        self.v_proj = XavierLinear(key_size, hidden_size)
+        # Xavier-uniform projections with zero bias, as torch's nn.MultiheadAttention used by PDVC (CM2's text
+        # cross-attention has no q/k/v bias: qkv_bias=False)
+        self.q_proj = XavierLinear(hidden_size, hidden_size, bias=qkv_bias)
+        self.k_proj = XavierLinear(key_size, hidden_size, bias=qkv_bias)
+        self.v_proj = XavierLinear(key_size, hidden_size, bias=qkv_bias)
         self.out_proj = XavierLinear(hidden_size, hidden_size)
 
     def forward(
@@ -262,6 +273,26 @@ class DeformableEncoder(nn.Module):
         return out.masked_fill(~mask[..., None], 0)
 
 
+class CM2TextProjection(nn.Module):
+    r"""
+    CM2's `down_proj` ("deep", two layers) from the text embedding size to the hidden size: LayerNorm → dropout →
+    Linear → ReLU, then LayerNorm → dropout → Linear [CM2; its dropout is 0.5].
+    """
+
+    def __init__(self, text_dim: int, hidden_size: int, dropout: float = 0.5):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(text_dim)
+        self.linear1 = nn.Linear(text_dim, hidden_size)
+        self.norm2 = nn.LayerNorm(hidden_size)
+        self.linear2 = nn.Linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        """`(B, c, Dt)` -> `(B, c, C)`."""
+        text = F.relu(self.linear1(self.dropout(self.norm1(text))))
+        return self.linear2(self.dropout(self.norm2(text)))
+
+
 class SegmentOutputLinear(nn.Linear):
     """Last segment-head layer: starts at a zero update with the length logit at `length_bias`."""
 
@@ -313,8 +344,10 @@ class DeformableDecoderLayer(nn.Module):
         self.cross_norm = nn.LayerNorm(hidden)
         self.text_attn = self.text_norm = None
         if config.decoder_text_cross_attention:
-            self.text_attn = MultiHeadAttention(hidden, heads, config.dropout)
-            self.text_norm = nn.LayerNorm(hidden)
+            cm2 = config.text_path == "cm2"
+            self.text_attn = MultiHeadAttention(hidden, heads, config.dropout, qkv_bias=not cm2)
+            # CM2 normalises the text attention's residual with the deformable cross-attention's LayerNorm
+            self.text_norm = None if cm2 else nn.LayerNorm(hidden)
         self.dropout = nn.Dropout(config.dropout)
         self.ffn = FeedForward(hidden, config.ffn_dim, config.dropout)
 
@@ -340,7 +373,8 @@ class DeformableDecoderLayer(nn.Module):
         tgt = self.cross_norm(tgt + self.dropout(attended))
         if self.text_attn is not None and text_states is not None:
             # CM2 queries the text with the content part only
-            tgt = self.text_norm(tgt + self.dropout(self.text_attn(tgt, text_states, text_states, text_mask)))
+            norm = self.text_norm if self.text_norm is not None else self.cross_norm
+            tgt = norm(tgt + self.dropout(self.text_attn(tgt, text_states, text_states, text_mask)))
         return self.ffn(tgt)
 
 
@@ -375,8 +409,8 @@ class DeformableDecoder(nn.Module):
             for i in range(config.num_decoder_layers)
         )
         self.text_projection = None
-        if config.decoder_text_cross_attention:
-            # [ours] retrieved CLIP text vectors to the decoder width
+        if config.decoder_text_cross_attention and config.text_path == "cacmi":
+            # [ours] retrieved CLIP text vectors to the decoder width (text_path "cm2": the model encodes them first)
             self.text_projection = nn.Sequential(nn.Linear(config.text_dim, hidden), nn.LayerNorm(hidden))
 
     def init_special_weights(self):
@@ -398,7 +432,8 @@ class DeformableDecoder(nn.Module):
             memory (`(B, S, C)`), memory_mask (`(B, S)` bool): encoder output.
             level_lengths / level_start (`(Lv,)` long): pyramid layout. valid_ratios (`(B, Lv)`): valid fraction per level.
             text_queries (`(B, c, Dt)`, *optional*) and text_mask (`(B, c)`): retrieved text vectors F_q; used when
-                the decoder has text cross-attention.
+                the decoder has text cross-attention (`(B, c, C)` text states already at the hidden size when the
+                decoder has no text projection, `text_path="cm2"`).
 
         Returns:
             [`DecoderOutput`].
@@ -409,7 +444,7 @@ class DeformableDecoder(nn.Module):
         tgt = tgt[None].expand(batch, -1, -1)
         reference = self.reference_proj(query_pos).sigmoid()  # (B, N, 1)
         init_reference = reference
-        text_states = None
+        text_states = text_queries
         if self.text_projection is not None and text_queries is not None:
             text_states = self.text_projection(text_queries.to(memory.dtype))  # (B, c, C)
         hidden_states, segments = [], []
@@ -431,6 +466,7 @@ class DeformableDecoder(nn.Module):
 
 
 __all__ = [
+    "CM2TextProjection",
     "DecoderOutput",
     "DeformableDecoder",
     "DeformableDecoderLayer",
@@ -447,4 +483,5 @@ __all__ = [
     "inverse_sigmoid",
     "length_mask",
     "pyramid_lengths",
+    "sine_position",
 ]

@@ -10,6 +10,7 @@ from torch import nn
 import transformers.initialization as init
 
 EXCLUDE_MODES = ("same_video", "top1", "none")
+MEMORY_FORMATS = ("normalized", "cm2_fp16")
 
 
 class MemoryBank(nn.Module):
@@ -28,11 +29,16 @@ class MemoryBank(nn.Module):
     exactly what float32 inference retrieves (bf16 scores would reorder close neighbours).
     """
 
-    def __init__(self, num_entries: int, dim: int):
+    def __init__(self, num_entries: int, dim: int, memory_format: str = "normalized"):
         super().__init__()
         if num_entries < 0 or dim < 1:
             raise ValueError(f"MemoryBank needs num_entries >= 0 and dim >= 1, got num_entries={num_entries}, dim={dim}.")
+        if memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"MemoryBank: memory_format must be one of {MEMORY_FORMATS}, got {memory_format!r}.")
         self.dim = dim
+        # "normalized" [ours]: unit rows, the mean of unit hits; "cm2_fp16" [CM2]: raw float16 CLIP embeddings (held as
+        # float32 values), cosine through rows normalised in float16, the mean of the raw hits rounded to float16
+        self.memory_format = memory_format
         # float32 whatever torch's default dtype (from_pretrained(dtype=bf16) builds under a bf16 default)
         self.register_buffer("embeddings", torch.zeros(num_entries, dim, dtype=torch.float32), persistent=True)
         self.register_buffer("video_index", torch.full((num_entries,), -1, dtype=torch.long), persistent=True)
@@ -66,7 +72,7 @@ class MemoryBank(nn.Module):
 
         Args:
             embeddings (`(M, dim)` tensor or array): caption embeddings, any positive norm; stored L2-normalised
-                in float32 on the bank's current device.
+                in float32 on the bank's current device ("cm2_fp16": stored as given, rounded to float16 values).
             video_index (`(M,)` integer tensor or array, *optional*): training-video index of each caption
                 (>= 0), or -1 where unknown; None means all unknown.
         """
@@ -105,7 +111,8 @@ class MemoryBank(nn.Module):
                 raise ValueError(f"MemoryBank.set: video_index values must be >= -1, got minimum {int(vid.min())}.")
         device = self.embeddings.device if self.embeddings.device.type != "meta" else emb.device
         # Assigning to a registered buffer name replaces the buffer (shape may change).
-        self.embeddings = (emb / norms[:, None]).to(device)
+        stored = emb.half().float() if self.memory_format == "cm2_fp16" else emb / norms[:, None]
+        self.embeddings = stored.to(device)
         self.video_index = vid.to(device)
         return num
 
@@ -195,6 +202,10 @@ class MemoryBank(nn.Module):
             excluded_video = exclude_video.to(device=device, dtype=torch.long)  # (B,)
         for start in range(0, num, chunk_size):
             chunk = self.embeddings[start : start + chunk_size].float()  # (C, dim)
+            if self.memory_format == "cm2_fp16":
+                # CM2 scores with torch.cosine_similarity on its float16 bank, which divides each row by its norm in float16
+                half = chunk.half()
+                chunk = (half / torch.linalg.vector_norm(half, dim=-1, keepdim=True).clamp_min(1e-8)).float()
             sims = flat @ chunk.T  # (N, C)
             if exclude == "same_video":
                 own = (self.video_index[start : start + chunk_size][None, :] == excluded_video[:, None]) & (
@@ -226,7 +237,10 @@ class MemoryBank(nn.Module):
         best_index = best_index.masked_fill(~valid[:, None], -1)
         best_scores = best_scores.masked_fill(~valid[:, None], 0.0)
         hits = self.embeddings[best_index.clamp(min=0)].float()  # (N, k, dim)
-        mean = hits.mean(dim=1) * valid[:, None]  # (N, dim)
+        mean = hits.mean(dim=1)  # (N, dim)
+        if self.memory_format == "cm2_fp16":
+            mean = mean.half().float()  # CM2 averages its float16 bank in float16
+        mean = mean * valid[:, None]
         return (
             mean.view(batch, num_q, self.dim).to(queries.dtype),
             best_index.view(batch, num_q, top_k),
@@ -234,4 +248,4 @@ class MemoryBank(nn.Module):
         )
 
 
-__all__ = ["MemoryBank", "EXCLUDE_MODES"]
+__all__ = ["MemoryBank", "EXCLUDE_MODES", "MEMORY_FORMATS"]

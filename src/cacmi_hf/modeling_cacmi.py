@@ -13,15 +13,17 @@ import transformers.initialization as init
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .captioner import DeformableCaptioner
+from .captioner import build_captioner, caption_references
 from .configuration_cacmi import CACMIConfig
 from .criterion import CACMICriterion, caption_loss, layer_suffix
 from .deformable_transformer import (
+    CM2TextProjection,
     DeformableDecoder,
     DeformableEncoder,
     MultiScaleBaseEncoder,
     PositionEmbedding,
     length_mask,
+    sine_position,
 )
 from .feature_enhancement import ContextAwareFeatureEnhancement
 from .frame_aggregation import CrossModalFrameAggregation
@@ -141,6 +143,26 @@ def _check_switches(config: CACMIConfig):
         )
 
 
+def pdvc_resize_index(valid_lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
+    r"""
+    PDVC's feature resize (`resizeFeature`: scipy `interp1d(kind="nearest")` at x_i = i·(n−1)/(L−1)) as frame
+    indices, `(B,)` valid lengths n -> `(B, L)` long. A half-way x goes to the lower frame, as scipy's "nearest";
+    x is computed in float64 in the reference's order, so the index is ⌈x − ½⌉ exactly.
+    """
+    n = valid_lengths.to(torch.float64)[:, None]  # (B, 1)
+    i = torch.arange(num_frames, device=valid_lengths.device, dtype=torch.float64)[None, :]  # (1, L)
+    x = i * (n - 1) / max(num_frames - 1, 1)  # (B, L)
+    index = torch.ceil(x - 0.5).clamp(min=0)
+    return torch.minimum(index, n - 1).long()
+
+
+def pdvc_resize(features: torch.Tensor, video_mask: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every video's valid frames resampled to `num_frames` [`pdvc_resize_index`]: `(B, L', D)` -> `(B, L, D)`, all-valid mask."""
+    index = pdvc_resize_index(video_mask.sum(1), num_frames)  # (B, L)
+    resized = features.gather(1, index[..., None].expand(-1, -1, features.shape[-1]))
+    return resized, torch.ones(index.shape, dtype=torch.bool, device=features.device)
+
+
 def _validate_video_inputs(config, video_features, video_mask, durations, video_ids):
     """Check shapes and values of the video inputs; returns the bool mask (B, L)."""
     if not torch.is_tensor(video_features) or video_features.dim() != 3:
@@ -204,7 +226,7 @@ class CACMIModel(CACMIPreTrainedModel):
         _check_switches(config)
         self.memory_bank = self.frame_aggregation = self.feature_enhancement = None
         if config.use_cfa:
-            self.memory_bank = MemoryBank(config.memory_size, config.text_dim)
+            self.memory_bank = MemoryBank(config.memory_size, config.text_dim, config.memory_format)
             self.frame_aggregation = CrossModalFrameAggregation(config)
         if config.use_cfe:
             self.feature_enhancement = ContextAwareFeatureEnhancement(config)
@@ -212,7 +234,35 @@ class CACMIModel(CACMIPreTrainedModel):
         self.position_embedding = PositionEmbedding(config)
         self.encoder = DeformableEncoder(config)
         self.decoder = DeformableDecoder(config)
+        self.text_projection = None
+        if config.decoder_text_cross_attention and config.text_path == "cm2":
+            self.text_projection = CM2TextProjection(config.text_dim, config.hidden_size)
         self.post_init()
+
+    def encode_text(self, text_queries: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        r"""
+        CM2's text path: project the retrieved vectors, add a sine position over the slots, and pass them through
+        the video's deformable encoder (same weights) as Lv copies, one per level (each with its level embedding);
+        the first level's output is the text the decoder attends to.
+
+        Args:
+            text_queries (`(B, c, Dt)`), text_mask (`(B, c)` bool): retrieved text vectors F_q and the real slots.
+
+        Returns:
+            `(B, c, C)` text states, zero on masked slots.
+        """
+        text = self.text_projection(text_queries.to(self.dtype))  # (B, c, C)
+        batch, slots, hidden = text.shape
+        levels = self.config.num_feature_levels
+        pos = sine_position(text_mask, hidden).to(text.dtype)  # (B, c, C)
+        src = text.repeat(1, levels, 1)  # (B, Lv·c, C)
+        pos = torch.cat([pos + self.encoder.level_embed[level] for level in range(levels)], dim=1)
+        mask = text_mask.repeat(1, levels)  # (B, Lv·c)
+        level_lengths = torch.full((levels,), slots, dtype=torch.long, device=text.device)
+        level_start = torch.arange(levels, device=text.device) * slots
+        valid_counts = text_mask.sum(1, keepdim=True).expand(-1, levels)  # (B, Lv)
+        reference = DeformableEncoder.reference_points([slots] * levels, valid_counts)  # (B, Lv·c, Lv, 1)
+        return self.encoder(src, pos, mask, level_lengths, level_start, reference)[:, :slots]
 
     def forward(
         self,
@@ -233,6 +283,8 @@ class CACMIModel(CACMIPreTrainedModel):
             [`CACMIModelOutput`].
         """
         video_mask, durations = _validate_video_inputs(self.config, video_features, video_mask, durations, video_ids)
+        if self.config.feature_resize == "pdvc":
+            video_features, video_mask = pdvc_resize(video_features, video_mask, self.config.num_frames)
         features = torch.where(video_mask[..., None], video_features.to(self.dtype), 0)  # (B, L, D)
         retrieval = None
         if self.frame_aggregation is not None:
@@ -258,13 +310,16 @@ class CACMIModel(CACMIPreTrainedModel):
         reference = DeformableEncoder.reference_points(sizes, valid_counts)  # (B, S, Lv, 1) float32
         memory = self.encoder(src, pos, memory_mask, level_lengths, level_start, reference)  # (B, S, C)
 
+        text_states = retrieval.text_queries if retrieval is not None else None
+        if self.text_projection is not None and retrieval is not None:
+            text_states = self.encode_text(retrieval.text_queries, retrieval.text_mask)  # (B, c, C)
         decoded = self.decoder(
             memory,
             memory_mask,
             level_lengths,
             level_start,
             valid_ratios,
-            retrieval.text_queries if retrieval is not None else None,
+            text_states,
             retrieval.text_mask if retrieval is not None else None,
         )
         return CACMIModelOutput(
@@ -302,11 +357,13 @@ class ConfidenceHead(nn.Linear):
 class CACMIForDenseCaptioning(CACMIPreTrainedModel):
     r"""
     CACMI dense video captioner: [`CACMIModel`] + per-layer confidence and event-counter heads (the segment heads
-    live in the decoder) + one shared [`DeformableCaptioner`] + the PDVC set criterion.
+    live in the decoder) + one shared captioner ([`DeformableCaptioner`], or [`LightCaptioner`]) + the PDVC set
+    criterion.
 
     Training (`event_segments` given): Hungarian matching per decoder layer, focal/GIoU/L1/counter losses, and the
     caption NLL of the matched (query, event) pairs of every layer (`config.aux_loss`) or of the last one, each
-    captioned around the query's own (detached) predicted segment. Videos with more than K = `max_event_count`
+    captioned around [`~CACMIForDenseCaptioning.caption_reference`] (by default the reference its layer started
+    from, as PDVC). Videos with more than K = `max_event_count`
     events keep all of them in matching and the caption loss; only the counter's target is clamped to K [PDVC].
     """
 
@@ -316,7 +373,7 @@ class CACMIForDenseCaptioning(CACMIPreTrainedModel):
         hidden, layers = config.hidden_size, config.num_decoder_layers
         self.confidence_heads = nn.ModuleList(ConfidenceHead(hidden) for _ in range(layers))
         self.counter_heads = nn.ModuleList(nn.Linear(hidden, config.max_event_count + 1) for _ in range(layers))
-        self.captioner = DeformableCaptioner(config)
+        self.captioner = build_captioner(config)
         self.criterion = CACMICriterion(config)
         # frozen CLIP image tower, so one checkpoint takes raw frames (`pixel_values_videos`); off by default
         self.vision_tower = CACMIVisionTower(config) if config.vision_config else None
@@ -352,6 +409,19 @@ class CACMIForDenseCaptioning(CACMIPreTrainedModel):
         size = self.cacmi.memory_bank.set(embeddings, video_index)
         self.config.memory_size = size
         return size
+
+    def caption_reference(self, model_out: CACMIModelOutput, layer: int) -> torch.Tensor:
+        r"""
+        Where the captioner samples for the queries of decoder layer `layer` (`config.caption_reference`):
+        "decoder_input" [PDVC] the reference that layer started from: the learned centres `(B, N, 1)` for layer 0
+        (every layer without refinement), the previous layer's segments `(B, N, 2)` after it; "predicted" [ours]
+        the layer's own segments `(B, N, 2)`. Detached: the caption loss does not move the segments.
+        """
+        if self.config.caption_reference == "predicted":
+            return model_out.pred_segments[layer].detach()
+        if layer == 0 or not self.config.with_segment_refine:
+            return model_out.init_reference.detach()
+        return model_out.pred_segments[layer - 1].detach()
 
     def _heads(self, model_out: CACMIModelOutput) -> list[dict]:
         """Confidence, segments and counts of every decoder layer."""
@@ -414,14 +484,19 @@ class CACMIForDenseCaptioning(CACMIPreTrainedModel):
         total = slots * len(layers)
         hidden = model_out.last_hidden_state
         queries = hidden.new_zeros(batch, total, hidden.shape[-1])
-        segments = hidden.new_full((batch, total, 2), 0.5)
+        levels = self.config.num_feature_levels
+        segments = hidden.new_full((batch, total, levels, 2), 0.5, dtype=torch.float32)  # per-level references
         targets = caption_ids.new_full((batch, total, caption_ids.shape[-1]), self.config.pad_token_id)
         columns = []
         for j, (layer, match, count) in enumerate(zip(layers, indices, counts)):
             first = count.cumsum(0) - count  # (B,) first pair of each video
             column = j * slots + torch.arange(match.batch.numel(), device=count.device) - first[match.batch]  # (P,)
             queries[match.batch, column] = model_out.decoder_hidden_states[layer][match.batch, match.query]
-            segments[match.batch, column] = model_out.pred_segments[layer][match.batch, match.query].detach()
+            reference = caption_references(
+                self.caption_reference(model_out, layer), model_out.valid_ratios, model_out.level_lengths,
+                self.config.caption_num_points,
+            )  # (B, N, Lv, 2)
+            segments[match.batch, column] = reference[match.batch, match.query]
             targets[match.batch, column] = caption_ids[match.batch, match.target]
             columns.append(column)
         log_probs = self.captioner(
@@ -532,7 +607,7 @@ class CACMIForDenseCaptioning(CACMIPreTrainedModel):
             model_out.level_lengths,
             model_out.level_start,
             model_out.last_hidden_state,
-            last["pred_segments"],
+            self.caption_reference(model_out, len(layer_outputs) - 1),
             max_caption_len,
             model_out.valid_ratios,
         )

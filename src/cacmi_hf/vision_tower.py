@@ -130,6 +130,7 @@ class CACMIVisionTower(nn.Module):
         self.spec = spec
         self.image_size = spec.image_size
         self.chunk_size = chunk_size
+        self.normalize = getattr(config, "vision_normalize", True)  # False: raw CLIP embeddings (CM2's features)
         self.visual = build_open_clip_vision_tower(spec)
         self.requires_grad_(False)
         # transformers initialises a missing parameter through the module that owns it, so the open_clip
@@ -187,7 +188,8 @@ class CACMIVisionTower(nn.Module):
             video_mask (`(B, L)` bool, *optional*): True for real frames (default all); padding is skipped.
 
         Returns:
-            `(B, L, D)` float32 L2-normalised frame embeddings (whatever the tower's dtype), zero on padded frames.
+            `(B, L, D)` float32 frame embeddings, L2-normalised unless `config.vision_normalize` is False (whatever the
+            tower's dtype), zero on padded frames.
         """
         if pixel_values_videos.dim() != 5 or pixel_values_videos.shape[2] != 3:
             raise ValueError(
@@ -213,7 +215,7 @@ class CACMIVisionTower(nn.Module):
                 embedded = self.visual(flat[chunk].to(device=weight.device, dtype=weight.dtype))  # (c, D)
                 if isinstance(embedded, tuple):  # towers built with output_tokens return (pooled, tokens)
                     embedded = embedded[0]
-                out[chunk] = F.normalize(embedded.float(), dim=-1)
+                out[chunk] = F.normalize(embedded.float(), dim=-1) if self.normalize else embedded.float()
         return out.view(batch, frames, self.embed_dim)
 
     def load_clip_weights(self, source: str | os.PathLike | nn.Module | dict[str, torch.Tensor]) -> None:
