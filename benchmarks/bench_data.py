@@ -10,7 +10,9 @@ Parts (each can be skipped):
 - extraction: PyAV decoding + sampling at 1 fps, CLIP preprocessing, and ViT-L/14's image tower (its
   real architecture, random weights) in frames per second; then the extraction driver itself, the
   plain loop with a decode-ahead thread against `datasets.map`, with a small tower so the driver's
-  own cost is visible.
+  own cost is visible;
+- seeking: extraction's decode stage, keyframe seeking vs decoding every frame, on a 720p 30 fps video;
+- shards: `cacmi extract-features` in 1 process vs 2 gloo processes, output compared byte for byte.
 """
 
 from __future__ import annotations
@@ -213,6 +215,98 @@ def bench_driver(repeats: int, videos: int, seconds: float) -> None:
         print(f"| {name} | {med:.2f} | {frames / med:.1f} |")
 
 
+def bench_seeking(repeats: int, minutes: float) -> None:
+    """Extraction's decode stage on 1280x720 30 fps H.264 videos (2 s GOPs): keyframe seeking vs every frame decoded.
+
+    Same frames (checked), frames per second of the sampled frames: 1 fps on a `minutes`-long video, and
+    sparse sampling (100 frames per video, PDVC-style `--num-frames`) on a 10-minute one; the two decoders
+    alternate within each round.
+    """
+    import importlib.util
+
+    from cacmi_hf.video_decoding import decode_video
+
+    spec = importlib.util.spec_from_file_location("bench_pipeline", Path(__file__).with_name("bench_pipeline.py"))
+    bench_pipeline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_pipeline)
+    print("\n1280x720 30 fps H.264 (keyframe every 2 s, B-frames), decode + sampling only (frames downscaled to 224)\n")
+    print("| video, sampling | decoder | median s | sampled frames per second | runs (s) |\n|---|---|---:|---:|---|")
+    for length, label, options in ((minutes, "1 fps", {"fps": 1.0}), (10.0, "100 frames", {"num_frames": 100})):
+        video = Path(tempfile.gettempdir()) / f"cacmi_bench_{length:g}min_720p30.mp4"
+        if not video.is_file():
+            bench_pipeline.make_video(video, length)
+        runs = {False: [], True: []}
+        results = {}
+        for round_ in range(repeats):
+            for seek in ((False, True) if round_ % 2 == 0 else (True, False)):
+                start = time.perf_counter()
+                results[seek] = decode_video(video, max_short_side=224, seek=seek, **options)
+                runs[seek].append(time.perf_counter() - start)
+        assert np.array_equal(results[True].frames, results[False].frames), "seeking changed the frames"
+        frames = results[True].frames.shape[0]
+        med = {seek: statistics.median(values) for seek, values in runs.items()}
+        for seek, name in ((False, "every frame"), (True, "keyframe seeking")):
+            print(f"| {length:g} min, {label} ({frames} frames) | {name} | {med[seek]:.2f} | {frames / med[seek]:.1f} | "
+                  f"{', '.join(f'{t:.2f}' for t in runs[seek])} |")
+        print(f"| {length:g} min, {label} | **seeking / every frame** | | **{med[False] / med[True]:.1f}x** | identical frames |",
+              flush=True)
+
+
+def bench_shards(repeats: int, videos: int, seconds: float) -> None:
+    """`cacmi extract-features` in 1 process vs 2 gloo processes (RANK / WORLD_SIZE, as torchrun or accelerate launch
+    set them) on the same list, alternating; the output folders are compared byte for byte."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from cacmi_hf.open_clip_tower import TINY_OPEN_CLIP_CONFIG, load_open_clip, save_open_clip_local_dir
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        clip_dir = save_open_clip_local_dir(*load_open_clip(TINY_OPEN_CLIP_CONFIG), root / "clip")
+        (root / "videos").mkdir()
+        for i in range(videos):
+            write_test_video(root / "videos" / f"v{i:03d}.mp4", seconds, size=(640, 360), fps=30)
+        command = [sys.executable, "-m", "cacmi_hf.cli", "extract-features", str(root / "videos"), "--clip", str(clip_dir),
+                   "--dtype", "fp32", "--no-progress", "--fps", "1"]
+
+        def one(out):
+            subprocess.run([*command, "--out", str(out)], check=True, capture_output=True)
+
+        def two(out):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = str(sock.getsockname()[1])
+            procs = [subprocess.Popen([*command, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      env={**os.environ, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
+                                           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}) for r in range(2)]
+            assert [p.wait() for p in procs] == [0, 0]
+
+        runs = {"1 process": [], "2 processes (gloo)": []}
+        identical = True
+        for round_ in range(repeats):
+            order = [("1 process", one), ("2 processes (gloo)", two)]
+            for name, fn in (order if round_ % 2 == 0 else order[::-1]):
+                start = time.perf_counter()
+                fn(root / f"{name[0]}_{round_}")
+                runs[name].append(time.perf_counter() - start)
+            a, b = root / f"1_{round_}", root / f"2_{round_}"
+            files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+            identical &= files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) and all(
+                (a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    frames = videos * round(seconds)
+    print(f"\n{videos} videos of {seconds:g} s (640x360, 30 fps) at 1 fps = {frames} frames; tiny tower (32 px), fp32; "
+          "whole command lines (process start, model load, merge)\n")
+    print("| run | median s | frames per second | runs (s) |\n|---|---:|---:|---|")
+    med = {name: statistics.median(values) for name, values in runs.items()}
+    for name, values in runs.items():
+        print(f"| {name} | {med[name]:.2f} | {frames / med[name]:.1f} | {', '.join(f'{t:.1f}' for t in values)} |")
+    print(f"\n2 processes / 1 process speed: {med['1 process'] / med['2 processes (gloo)']:.2f}x; output folders "
+          f"byte-identical in every round: {identical}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -221,7 +315,10 @@ def main() -> None:
     parser.add_argument("--video-seconds", type=float, default=60.0)
     parser.add_argument("--tower-batch", type=int, default=8)
     parser.add_argument("--driver-videos", type=int, default=8)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["annotations", "collator", "extraction", "driver"])
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["annotations", "collator", "extraction", "driver", "seeking", "shards"])
+    parser.add_argument("--seeking-minutes", type=float, default=2.0, help="Length of the 720p30 video of the seeking part.")
+    parser.add_argument("--shard-videos", type=int, default=8, help="Videos of the sharded-extraction part.")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -234,6 +331,10 @@ def main() -> None:
         bench_extraction(args.repeats, args.video_seconds, args.tower_batch)
     if "driver" not in args.skip:
         bench_driver(args.repeats, args.driver_videos, 20.0)
+    if "seeking" not in args.skip:
+        bench_seeking(args.repeats, args.seeking_minutes)
+    if "shards" not in args.skip:
+        bench_shards(args.repeats, args.shard_videos, 20.0)
     print(calibration())
 
 

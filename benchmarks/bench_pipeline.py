@@ -13,6 +13,12 @@ captioned with the real ViT-L-14 image tower (random weights) and the ActivityNe
 The target: decode + CACMI under 15 % of the total, i.e. the cost of a video is its L CLIP passes.
 
     python benchmarks/bench_pipeline.py [--minutes 10] [--repeats 3] [--clip-repeats 1] [--video PATH]
+    python benchmarks/bench_pipeline.py --precision --minutes 60 --frames 48 --repeats 1 --speed-frames 4 --speed-repeats 3
+
+`--precision` measures the tower's weight precision and the pipeline's overlap in one run: alternating rounds
+of the ViT-L/14 tower alone in fp32 and in bf16 on the same `--speed-frames` frames (speed and cosine), then
+alternating rounds of the bf16 tower alone on all L frames, the whole bf16 pipeline on the video
+(`pipe(video)`: decode in a thread overlapping the tower, CACMI generate) and the decode alone.
 
 The script re-executes itself with MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ set (glibc reads them
 at start-up; without them the same CPU code runs at one of two speeds per process) and reports medians.
@@ -102,6 +108,93 @@ def median_time(fn, repeats: int):
     return statistics.median(times), result, times
 
 
+def precision_rounds(args) -> None:
+    """One run, rounds alternating: the tower alone in fp32 and in bf16 on the same L frames, and the whole bf16
+    pipeline on the video; prints medians, the ratios, and the bf16-vs-fp32 cosine of the features."""
+    import copy
+
+    import torch
+
+    from cacmi_hf import CACMIConfig, CACMIForDenseCaptioning
+    from cacmi_hf.data.vocab import build_caption_tokenizer
+    from cacmi_hf.open_clip_tower import cpu_has_native_bf16, resolve_open_clip
+    from cacmi_hf.pipeline_dense_video_captioning import DenseVideoCaptioningPipeline
+    from cacmi_hf.processing_cacmi import CACMIProcessor, CACMIVideoProcessor
+    from cacmi_hf.video_decoding import probe_video
+
+    torch.manual_seed(0)
+    video = args.video or Path(tempfile.gettempdir()) / f"cacmi_bench_{args.minutes:g}min_720p30.mp4"
+    if not video.is_file():
+        start = time.perf_counter()
+        make_video(video, args.minutes)
+        print(f"wrote {video} in {time.perf_counter() - start:.0f} s")
+    info = probe_video(video)
+    spec = resolve_open_clip(args.clip_model)
+    words = [f"w{i}" for i in range(args.vocab_size - 4)]
+    tokenizer = build_caption_tokenizer([" ".join(words[i : i + 10]) for i in range(0, len(words), 10)], min_count=1)
+    config = CACMIConfig.from_preset("activitynet", memory_size=args.memory_size, vocab_size=len(tokenizer),
+                                     num_frames=args.frames)
+    model = CACMIForDenseCaptioning.from_clip(spec.to_dict(), config=config).eval()
+    model.set_memory_bank(torch.nn.functional.normalize(torch.randn(args.memory_size, model.config.text_dim), dim=-1),
+                          torch.arange(args.memory_size) // 4)
+    fp32_tower = copy.deepcopy(model.vision_tower)
+    model.vision_tower.set_dtype("bf16")
+    video_processor = CACMIVideoProcessor.from_open_clip(spec, num_frames=args.frames)
+    pipe = DenseVideoCaptioningPipeline(model=model, processor=CACMIProcessor(video_processor, tokenizer),
+                                        device=torch.device("cpu"), task="dense-video-captioning")
+    batch = video_processor.pack([video_processor.sample_video(str(video))])
+    pixels = batch["pixel_values_videos"]  # (1, L, 3, S, S)
+    few = pixels[:, : args.speed_frames]  # the fp32 / bf16 pair runs on fewer frames, more rounds
+    with torch.inference_mode():
+        cosine = torch.nn.functional.cosine_similarity(model.vision_tower(few), fp32_tower(few), dim=-1)[0]  # (n,)
+
+    def timed(fn):
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    def decode():
+        video_processor.pack([video_processor.sample_video(str(video))])
+
+    speed_cases = {"tower fp32": lambda: fp32_tower(few), "tower bf16": lambda: model.vision_tower(few)}
+    cases = {
+        "tower bf16, all L frames": lambda: model.vision_tower(pixels),
+        "pipeline bf16 (decode + tower + CACMI)": lambda: pipe(str(video)),
+        "decode + preprocess alone (keyframe seeking)": decode,
+    }
+    runs = {name: [] for name in [*speed_cases, *cases]}
+    with torch.inference_mode():
+        for group, repeats in ((speed_cases, args.speed_repeats), (cases, args.repeats)):
+            names = list(group)
+            for round_ in range(repeats):
+                order = names if round_ % 2 == 0 else names[::-1]  # alternate: load drifts hit every case alike
+                for name in order:
+                    runs[name].append(timed(group[name]))
+                    print(f"round {round_ + 1}: {name} {runs[name][-1]:.1f} s", flush=True)
+    med = {name: statistics.median(values) for name, values in runs.items()}
+    frames = pixels.shape[1]
+    print()
+    print(f"video: {info.width}x{info.height} {info.average_fps:g} fps, {info.duration:.0f} s; L = {frames} frames sampled "
+          f"over it; {args.clip_model} (random weights), ActivityNet preset (memory {args.memory_size}, vocab "
+          f"{len(tokenizer)}); torch {torch.__version__}, {torch.get_num_threads()} threads; native bf16: "
+          f"{cpu_has_native_bf16()}; {args.repeats} rounds, medians")
+    print()
+    print("| case | frames | median s | s per frame | runs (s) |")
+    print("|---|---:|---:|---:|---|")
+    for name in runs:
+        n = few.shape[1] if name in speed_cases else frames
+        print(f"| {name} | {n} | {med[name]:.2f} | {med[name] / n:.3f} | {', '.join(f'{t:.1f}' for t in runs[name])} |")
+    speed = med["tower fp32"] / med["tower bf16"]
+    overhead = med["pipeline bf16 (decode + tower + CACMI)"] / med["tower bf16, all L frames"]
+    print()
+    print(f"bf16 / fp32 tower speed: {speed:.2f}x (target >= 2.5x); cosine bf16 vs fp32 features: min "
+          f"{float(cosine.min()):.5f}, mean {float(cosine.mean()):.5f} (target >= 0.999)")
+    print(f"bf16 pipeline total / bf16 tower alone: {overhead:.3f} (target <= 1.1)")
+    per_round = [p / t for p, t in zip(runs["pipeline bf16 (decode + tower + CACMI)"], runs["tower bf16, all L frames"])]
+    print(f"per round: speed {', '.join(f'{a / b:.2f}' for a, b in zip(runs['tower fp32'], runs['tower bf16']))}; "
+          f"pipeline/tower {', '.join(f'{r:.3f}' for r in per_round)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="Video length (default: 10).")
@@ -117,8 +210,16 @@ def main() -> None:
     )
     parser.add_argument("--memory-size", type=int, default=37421, help="Memory-bank entries (ActivityNet train captions).")
     parser.add_argument("--vocab-size", type=int, default=8500, help="Caption vocabulary size (ActivityNet ~8.5k).")
+    parser.add_argument("--precision", action="store_true",
+                        help="Instead: tower fp32 vs bf16 and the whole bf16 pipeline, alternating rounds (see precision_rounds).")
+    parser.add_argument("--frames", type=int, default=100, help="L frames sampled over the video in --precision (default 100).")
+    parser.add_argument("--speed-frames", type=int, default=4, help="Frames of the fp32 / bf16 tower pair in --precision.")
+    parser.add_argument("--speed-repeats", type=int, default=3, help="Rounds of the fp32 / bf16 tower pair in --precision.")
     args = parser.parse_args()
     _reexec_with_malloc_settings()
+    if args.precision:
+        precision_rounds(args)
+        return
 
     import torch
 

@@ -185,19 +185,26 @@ def test_seeking_gives_the_every_frame_decoders_frames(tmp_path, gop):
         seeking = decode_video(path, seek=True, **options)
         np.testing.assert_array_equal(seeking.timestamps, every.timestamps)
         np.testing.assert_array_equal(seeking.frames, every.frames)  # bit-identical pictures
+        with VideoReader(path) as reader:  # a seek at every keyframe between targets, however small the skip
+            eager = frames_at_seeking(reader, every.timestamps, min_skip=0.0)
+        np.testing.assert_array_equal(np.stack(eager), every.frames)
     assert len({frame.tobytes() for frame in decode_video(path, fps=1.0, seek=True).frames}) == 8
 
 
 def test_seeking_decodes_only_from_the_keyframe_before_each_target(tmp_path):
     path = write_noisy_video(tmp_path / "noise.mp4", 8.0, 30, gop=15)  # a keyframe every 0.5 s
+    targets = np.array([0.5, 3.5, 7.5])  # each on a keyframe, 3-4 s apart
     with VideoReader(path) as reader:
-        frames = frames_at_seeking(reader, np.arange(8) + 0.5)  # every target sits on a keyframe
+        frames = frames_at_seeking(reader, targets)
         seeking = reader.frames_decoded
     with VideoReader(path) as reader:
-        every = list(reader.frames_at(np.arange(8) + 0.5))
+        every = list(reader.frames_at(targets))
         assert reader.frames_decoded >= 7 * 30  # up to the last target
     np.testing.assert_array_equal(np.stack(frames), np.stack(every))
-    assert seeking <= 8 * 4  # a handful of pictures per target (decoder delay), not 225
+    assert seeking <= 3 * 8  # a handful of pictures per target (decoder delay), not 225
+    with VideoReader(path) as reader:
+        frames_at_seeking(reader, np.arange(8) + 0.5)  # keyframes 1 s apart: not worth a seek, decoded through
+        assert reader.frames_decoded >= 7 * 30
 
 
 def test_truncated_file_uses_its_decodable_span(tmp_path):

@@ -29,7 +29,7 @@ from .processing_cacmi import prepare_video_features
 
 TASK = "dense-video-captioning"
 ON_ERROR = ("raise", "warn", "return")
-MAX_CHUNK_FRAMES = 16  # decode hand-over granularity: small enough that the first chunk's wait is short
+MAX_CHUNK_FRAMES = 8  # decode hand-over granularity: the first chunk (not overlapped) stays a small wait
 
 
 class _FrameStream:
@@ -48,13 +48,13 @@ class _FrameStream:
 
     def _run(self) -> None:
         from .open_clip_tower import resize_crop_frames
-        from .video_decoding import frames_at_seeking
+        from .video_decoding import iter_frames_at_seeking
 
         vp = self.processor
         try:
             with self.reader:
                 if vp.seek:
-                    frames = frames_at_seeking(self.reader, self.times, max_short_side=vp.decode_short_side)
+                    frames = iter_frames_at_seeking(self.reader, self.times, max_short_side=vp.decode_short_side)
                 else:
                     frames = self.reader.frames_at(self.times, max_short_side=vp.decode_short_side)
                 batch: list[np.ndarray] = []

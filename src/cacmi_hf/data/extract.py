@@ -226,7 +226,7 @@ class _Decoders:
 
     def _decode(self, i: int) -> None:
         from ..open_clip_tower import resize_crop_frames
-        from ..video_decoding import VideoReader, frames_at_seeking, sample_times
+        from ..video_decoding import VideoReader, iter_frames_at_seeking, sample_times
 
         path = self.videos[i][1]
         record: dict[str, Any] = {"path": str(path)}
@@ -240,7 +240,7 @@ class _Decoders:
                 if info.truncated:
                     record["warning"] = info.truncation_message()
                 times = sample_times(info.duration, fps=self.fps if self.num_frames is None else None, num_frames=self.num_frames)
-                frames = frames_at_seeking(reader, times, max_short_side=self.max_short_side) if self.seek else \
+                frames = iter_frames_at_seeking(reader, times, max_short_side=self.max_short_side) if self.seek else \
                     reader.frames_at(times, max_short_side=self.max_short_side)
                 chunk: list[np.ndarray] = []
                 for frame in frames:
