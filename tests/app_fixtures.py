@@ -40,7 +40,7 @@ def build_tiny_model(folder: Path, num_frames: int = 12) -> Path:
         num_frames=num_frames, hidden_size=32, num_attention_heads=4, ffn_dim=32, num_encoder_layers=1,
         num_decoder_layers=2, num_feature_levels=2, num_queries=5, max_event_count=3, max_caption_len=6,
         caption_hidden_size=24, num_clusters=3, retrieval_top_k=3, memory_size=len(MEMORY_CAPTIONS),
-        vocab_size=len(tokenizer),
+        vocab_size=len(tokenizer), rerank_alpha=0.5,  # not the control's 1.0: the page must start from the model's
     )
     model = CACMIForDenseCaptioning.from_clip(clip_dir, clip_dir, config=config).eval()
     bank = torch.nn.functional.normalize(torch.randn(len(MEMORY_CAPTIONS), model.config.feature_dim), dim=-1)

@@ -113,7 +113,8 @@ def test_event_rows_hand_worked():
 
 
 def test_options_are_checked():
-    assert CaptionOptions().pipeline_options() == {"rerank_alpha": 1.0}
+    assert CaptionOptions().pipeline_options() == {}  # pipeline(...)'s own defaults
+    assert CaptionOptions(rerank_alpha=2).pipeline_options() == {"rerank_alpha": 2.0}
     assert CaptionOptions(event_count="fixed", num_events=2, rerank_alpha=0.5).pipeline_options() == {
         "rerank_alpha": 0.5, "max_events": 2}
     with pytest.raises(AppError, match="Event count must be one of"):
@@ -162,6 +163,7 @@ def test_controls_are_pipeline_options(service, pipe, assets):
     assert result.pseudo_events is None and result.headers == TABLE_HEADERS and len(result.rows[0]) == len(TABLE_HEADERS)
     # the shared model's processor is untouched: the next request with the defaults gets the defaults
     assert service.pipeline().processor.video_processor.num_frames == 12
+    assert service.default_rerank_alpha() == pipe.model.config.rerank_alpha
     assert service.caption(str(video)).events == expected(pipe, video)[0]
 
 

@@ -39,9 +39,10 @@ class AppError(Exception):
 
 @dataclass
 class CaptionOptions:
-    """The page's controls: rerank alpha, event count (auto: the model's counter; fixed: `num_events`), frames L."""
+    """The page's controls: rerank alpha (None: the model config's), event count (auto: the model's counter; fixed:
+    `num_events`), frames L (None: the processor's)."""
 
-    rerank_alpha: float = 1.0
+    rerank_alpha: float | None = None
     event_count: str = "auto"
     num_events: int = 3
     num_frames: int | None = None  # None: the processor's L
@@ -52,7 +53,7 @@ class CaptionOptions:
         """The `pipeline(...)` call options these controls stand for (retrieval aside)."""
         if self.event_count not in EVENT_COUNTS:
             raise AppError(f"Event count must be one of {EVENT_COUNTS}, got {self.event_count!r}.")
-        options: dict[str, Any] = {"rerank_alpha": float(self.rerank_alpha)}
+        options: dict[str, Any] = {} if self.rerank_alpha is None else {"rerank_alpha": float(self.rerank_alpha)}
         if self.event_count == "fixed":
             if int(self.num_events) < 1:
                 raise AppError(f"A fixed event count must be at least 1, got {self.num_events}.")
@@ -230,6 +231,10 @@ class CaptioningService:
         """L of the model's processor (frames sampled per video)."""
         pipe = self.pipeline(model)
         return int(pipe.processor.video_processor.num_frames or pipe.model.config.num_frames)
+
+    def default_rerank_alpha(self, model: str | None = None) -> float:
+        """The rerank alpha `pipeline(...)` uses for the model when none is given (its config's)."""
+        return float(getattr(self.pipeline(model).model.config, "rerank_alpha", 1.0))
 
     def can_retrieve(self, model: str | None = None) -> bool:
         """Whether the model's CFA retrieves memory sentences the page can show."""

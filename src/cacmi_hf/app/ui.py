@@ -39,10 +39,10 @@ def build_app(
     """The Gradio Blocks of the app, with its queue set up (`concurrency` videos captioned at once)."""
     import gradio as gr
 
-    default_frames = 100
-    retrieval = True
+    default_frames, default_alpha, retrieval = 100, 1.0, True
     try:  # the default model's settings; a model that cannot load is reported when a video comes in
         default_frames = service.default_num_frames()
+        default_alpha = service.default_rerank_alpha()
         retrieval = service.can_retrieve()
     except AppError as err:
         logger.warning("%s", err)
@@ -82,7 +82,8 @@ def build_app(
                     gr.Examples([[str(p)] for p in examples], inputs=[video], label="Examples")
                 with gr.Accordion("Settings", open=True):
                     model = gr.Textbox(value=service.default_model, label="Model (folder or hub id)", elem_id="model")
-                    alpha = gr.Slider(0.0, 4.0, value=1.0, step=0.1, label="Rerank alpha (weight of the caption score)",
+                    alpha = gr.Slider(0.0, max(4.0, 2 * default_alpha), value=default_alpha, step=0.1,
+                                      label="Rerank alpha (weight of the caption score; the model's by default)",
                                       elem_id="alpha")
                     count_mode = gr.Radio(["auto", "fixed"], value="auto", label="Event count",
                                           info="auto: the model's event counter; fixed: the number below",
