@@ -150,7 +150,8 @@ def evaluate_dense_captions(
     _, para_hyps, para_refs = para_texts
     if own_meteor:
         # Knowing every sentence of the run, METEOR loads only the paraphrases they can use (seconds, not ~45 s).
-        meteor = Meteor(java, texts=[*tokens.values(), *para_hyps, *(r for refs_ in para_refs for r in refs_)],
+        meteor = Meteor(java, texts=[*tokens.values(), *([unmatched] if unmatched else []), *para_hyps,
+                                     *(r for refs_ in para_refs for r in refs_)],
                         processes=meteor_processes, threads=meteor_threads)
     try:
 
