@@ -16,6 +16,7 @@ COMMANDS = {
     "evaluate": ("cacmi_hf.evaluation.cli", "Score dense captions with the field's metrics."),
     "demo": ("cacmi_hf.synthetic.demo", "Run the whole pipeline on the synthetic world."),
     "card": ("cacmi_hf.commands.card", "Write a model card from an evaluation JSON."),
+    "convert": ("cacmi_hf.convert", "Convert a PDVC or CM2 checkpoint into a model folder."),
     "app": ("cacmi_hf.app", "Caption videos in the browser (Gradio; pip install 'cacmi_hf[app]')."),
 }
 

@@ -176,6 +176,12 @@ class CACMIVideoProcessor(VideoProcessorMixin):
             **kwargs,
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """The config, `num_frames` kept when None (every frame at `max_fps`), which the base class would drop."""
+        output = super().to_dict()
+        output["num_frames"] = self.num_frames
+        return output
+
     def sample_times(self, duration: float) -> np.ndarray:
         """Times `(L,)` in seconds of the frames a `duration` s video contributes (bin centres, ascending)."""
         grid = sample_times(duration, fps=self.max_fps)  # (T,) at most max_fps

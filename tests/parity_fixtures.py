@@ -1,0 +1,101 @@
+"""Reading the reference fixtures of tests/fixtures/parity and comparing our converted models with them.
+
+The fixtures come from benchmarks/make_parity_fixtures.py, which ran PDVC's / CM2's own code (see the README
+there); nothing here computes an expected value with our code.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from cacmi_hf.convert import convert
+from cacmi_hf.convert.common import NUM_SPECIALS
+
+FIXTURES = Path(__file__).parent / "fixtures" / "parity"
+PDVC_FIXTURES = ("pdvc_anet_c3d", "pdvc_anet_tsp", "pdvc_light_anet_c3d")
+CM2_FIXTURES = ("cm2_anet", "cm2_yc2")
+# fp32 tolerance: |ours − reference| <= TOL · (1 + max |reference|) over a tensor. The two codes sum in different
+# orders (grid_sample vs an embedding-bag gather, fused vs split LSTM matrices), which moves the last bits (~1e-7
+# relative); a deformable sampling location off by that much moves a sample by 1e-5 of a frame at 100 frames, and
+# the decoder's states by up to ~1.1e-5 relative through two layers (measured over the fixtures; BENCHMARKS.md).
+TOL = 2e-5
+# the caption log-probabilities come out of up to max_caption_len recurrent steps, each adding that rounding
+CAPTION_TOL = 5e-5
+
+
+@lru_cache(maxsize=None)
+def expected(name: str) -> dict:
+    """The fixture's recorded inputs and reference outputs."""
+    return torch.load(FIXTURES / name / "expected.pt", weights_only=False)
+
+
+@lru_cache(maxsize=None)
+def converted(name: str):
+    """The fixture's reference checkpoint converted in memory (source from the fixture name)."""
+    source = "cm2" if name.startswith("cm2") else "pdvc"
+    folder = FIXTURES / name
+    bank = folder / "bank" if source == "cm2" else None
+    return convert(source, folder / "model-best.pth", memory_bank=bank)
+
+
+def max_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    """Largest absolute difference, shapes checked."""
+    assert tuple(ours.shape) == tuple(reference.shape), (tuple(ours.shape), tuple(reference.shape))
+    return float((ours.float() - reference.float()).abs().max()) if reference.numel() else 0.0
+
+
+def assert_parity(ours: torch.Tensor, reference: torch.Tensor, what: str, tol: float = TOL) -> float:
+    """`ours` equals the reference's tensor within `tol` (see TOL); returns the max abs difference."""
+    error = max_error(ours, reference)
+    bound = tol * (1 + float(reference.abs().max()) if reference.numel() else 1)
+    assert error <= bound, f"{what}: max |ours - reference| = {error:.3g} > {bound:.3g}"
+    return error
+
+
+def reference_ids(ours: torch.Tensor, length: int) -> torch.Tensor:
+    """Our generated ids `(N, T)` ([BOS, words, EOS, PAD..]) in the reference's numbering and layout: words then 0s."""
+    words = ours[:, 1:]
+    if words.shape[1] < length:
+        words = torch.nn.functional.pad(words, (0, length - words.shape[1]))
+    words = words[:, :length]
+    unk = words == 3
+    mapped = torch.where(words >= NUM_SPECIALS, words - (NUM_SPECIALS - 1), torch.zeros_like(words))
+    return torch.where(unk, torch.full_like(words, -1), mapped)  # UNK: resolved by the caller (vocabulary size)
+
+
+def reference_caption_ids(ours: torch.Tensor, length: int, vocab_rows: int) -> torch.Tensor:
+    """`reference_ids` with our UNK (3) written as the reference's last row."""
+    ids = reference_ids(ours, length)
+    return torch.where(ids < 0, torch.full_like(ids, vocab_rows - 1), ids)
+
+
+def word_log_probs(ids: torch.Tensor, log_probs: torch.Tensor, length: int) -> torch.Tensor:
+    """Our per-token log-probs `(N, T)` at the reference's positions (words then the EOS step's), zero after."""
+    values = log_probs[:, 1:]
+    if values.shape[1] < length:
+        values = torch.nn.functional.pad(values, (0, length - values.shape[1]))
+    return values[:, :length]
+
+
+def video_batch(videos: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Native-length features of several fixture videos padded into one batch: features, mask, durations."""
+    length = max(v["features"].shape[0] for v in videos)
+    dim = videos[0]["features"].shape[1]
+    features = torch.zeros(len(videos), length, dim)
+    mask = torch.zeros(len(videos), length, dtype=torch.bool)
+    for i, v in enumerate(videos):
+        features[i, : v["features"].shape[0]] = v["features"].float()
+        mask[i, : v["features"].shape[0]] = True
+    return features, mask, torch.tensor([v["duration"] for v in videos])
+
+
+def reference_events(record: dict) -> list[dict]:
+    """The reference's re-ranked events with its caption text normalised to ours (no trailing period)."""
+    events = []
+    for e in record["events"]:
+        sentence = e["sentence"][:-1] if e["sentence"].endswith(".") else e["sentence"]
+        events.append({"timestamp": e["timestamp"], "caption": sentence, "query_index": e["query_id"]})
+    return events
