@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import time
 import copy
 import json
 import os
@@ -40,6 +41,7 @@ import shutil
 import sys
 import tempfile
 import types
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -182,9 +184,12 @@ def to_py(x):
     return x
 
 
-def small_vocabulary(source: Path, num_words: int, out: Path) -> int:
-    """The first `num_words` words of a reference vocabulary + its UNK, in the reference's json format."""
+def small_vocabulary(source: Path, num_words: int | None, out: Path) -> int:
+    """The first `num_words` words of a reference vocabulary (None: all) + its UNK, in the reference's json format."""
     vocab = json.load(open(source))
+    if num_words is None:
+        shutil.copy(source, out)
+        return len(vocab["ix_to_word"])
     words = [vocab["ix_to_word"][str(i)] for i in range(1, num_words + 1)] + ["UNK"]
     itow = {str(i + 1): w for i, w in enumerate(words)}
     wtoi = {w: i + 1 for i, w in enumerate(words)}
@@ -324,12 +329,29 @@ PDVC_CONFIGS = {
 
 TINY = dict(hidden_dim=32, nheads=8, transformer_ff_dim=48, rnn_size=32, input_encoding_size=24, att_hid_size=20,
             max_caption_len=12)
+
+
+@dataclass
+class Scale:
+    """Sizes of one run: the tiny fixtures (default) or the published sizes (benchmarks/bench_parity.py)."""
+
+    sizes: dict = field(default_factory=lambda: dict(TINY))  # opts overrides; {} keeps the config file's
+    vocab_words: int | None = 150  # None: the reference's whole vocabulary
+    text_dim: int = 24  # CLIP embedding size (768 for ViT-L/14)
+    bank_size: int = 400
+    lengths: list | None = None  # native feature lengths (None: the configuration's four)
+    durations: list | None = None
+
+
+FULL_BANKS = {"anet": 37421, "yc2": 10337}  # CM2's bank sizes (ActivityNet train captions; YouCook2 train)
 EOS_BIAS = 4.0
 
 
-def pdvc_fixture(root: Path, name: str, out: Path, seed: int):
+def pdvc_fixture(root: Path, name: str, out: Path, seed: int, scale: Scale | None = None):
     """Build, save and run one PDVC configuration."""
+    scale = scale or Scale()
     cfg, feature_type, overrides, lengths = PDVC_CONFIGS[name]
+    lengths = scale.lengths or lengths
     with reference_root(root), tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         import opts as reference_opts
@@ -338,12 +360,12 @@ def pdvc_fixture(root: Path, name: str, out: Path, seed: int):
         opt = reference_opts.parse_opts()
         vocab_path = out / "vocabulary.json"
         out.mkdir(parents=True, exist_ok=True)
-        opt.vocab_size = small_vocabulary(root / "data/anet/vocabulary_activitynet.json", 150, vocab_path)
+        opt.vocab_size = small_vocabulary(root / "data/anet/vocabulary_activitynet.json", scale.vocab_words, vocab_path)
         opt.dict_file = "vocabulary.json"
         opt.device = "cpu"
         opt.visual_feature_folder = str(tmp / "features") if isinstance(feature_type, str) else [str(tmp / "features")]
         opt.visual_feature_type = feature_type
-        vars(opt).update(TINY)
+        vars(opt).update(scale.sizes)
         vars(opt).update(overrides)
 
         from pdvc.pdvc import build
@@ -353,7 +375,8 @@ def pdvc_fixture(root: Path, name: str, out: Path, seed: int):
         patch_deformable_attention("pdvc")
         torch.manual_seed(seed)
         model, criterion, postprocessors = build(opt)
-        tiny_duration_embedding(model, opt.hidden_dim)
+        if opt.hidden_dim != 512:
+            tiny_duration_embedding(model, opt.hidden_dim)
         perturb(model, seed)
         with torch.no_grad():  # so that some greedy captions end before max_caption_len
             model.caption_head[0].logit.bias[0] += EOS_BIAS
@@ -361,7 +384,7 @@ def pdvc_fixture(root: Path, name: str, out: Path, seed: int):
         save_checkpoint(out, model, opt)
         shutil.copy(vocab_path, tmp / "vocabulary.json")
 
-        videos = make_videos(seed, lengths, [23.4, 151.0, 57.25, 300.5], opt.feature_dim)
+        videos = make_videos(seed, lengths, scale.durations or [23.4, 151.0, 57.25, 300.5], opt.feature_dim)
         (tmp / "features").mkdir()
         for v in videos:
             np.save(tmp / "features" / f"{v['key'][:13]}.npy", v["features"])
@@ -382,8 +405,11 @@ def pdvc_fixture(root: Path, name: str, out: Path, seed: int):
             recorder.take()
             with torch.no_grad():
                 dt = {k: v for k, v in collate_fn([dataset[index]]).items()}
+                start = time.perf_counter()
                 output, _ = model(dt, criterion, opt.transformer_input_type, eval_mode=True)
+                seconds = time.perf_counter() - start
             record = recorder.take()
+            record["seconds"] = seconds
             record.update(record_outputs(output))
             record["resize_index"] = resize_index(dt["video_tensor"][0], videos[index]["features"])
             predictions = json.load(open(json_path))["results"][videos[index]["key"]]
@@ -402,27 +428,48 @@ CM2_CONFIGS = {
 TEXT_DIM = 24  # tiny CLIP embedding size (768 in ViT-L/14): image features and memory-bank text alike
 
 
-def tiny_openai_clip(seed: int):
+def tiny_openai_clip(seed: int, embed_dim: int = TEXT_DIM):
     """A tiny CLIP in OpenAI's layout (open_clip's CLIP class with QuickGELU names every tensor as OpenAI does)."""
     import open_clip
 
     torch.manual_seed(seed)
     model = open_clip.model.CLIP(
-        embed_dim=TEXT_DIM,
+        embed_dim=embed_dim,
         vision_cfg=open_clip.model.CLIPVisionCfg(layers=1, width=64, head_width=64, patch_size=16, image_size=32),
         text_cfg=open_clip.model.CLIPTextCfg(context_length=8, vocab_size=64, width=64, heads=1, layers=1),
         quick_gelu=True,
     )
-    model.encode_text = lambda tokens, _m=model: torch.zeros(tokens.shape[0], TEXT_DIM)  # unused by the forward
+    model.encode_text = lambda tokens, _m=model: torch.zeros(tokens.shape[0], embed_dim)  # unused by the forward
     return model
 
 
-def cm2_fixture(root: Path, name: str, out: Path, seed: int):
+def resize_cm2_literals(model, cm2_model, hidden: int, text_dim: int) -> None:
+    """CM2's text-path modules written at 512 (its hidden size) and 768 (CLIP's), re-made at a tiny width."""
+    model.pos_embed = cm2_model.RetPositionEmbeddingSine(hidden, normalize=True)
+    model.pos_embed.max_duration = 4
+    model.pos_embed.duration_embed_layer = torch.nn.Linear(4, 4)  # unused by its forward, but saved
+    relu = [True, False]
+    model.down_proj = torch.nn.Sequential(
+        cm2_model.LinearLayer(text_dim, hidden, layer_norm=True, dropout=0.5, relu=relu[0]),
+        cm2_model.LinearLayer(hidden, hidden, layer_norm=True, dropout=0.5, relu=relu[1]),
+    )
+    # never read by its forward with --ret_encoder avg, but in its checkpoints: kept, small
+    model.text_positional_encoding = cm2_model.PositionalEncoding(text_dim, max_len=8)
+    model.text_transformer_layers = torch.nn.ModuleList(
+        torch.nn.TransformerEncoderLayer(d_model=text_dim, nhead=2, dim_feedforward=8) for _ in range(3)
+    )
+    model.cls_token = torch.nn.Parameter(torch.randn(1, 1, text_dim))
+
+
+def cm2_fixture(root: Path, name: str, out: Path, seed: int, scale: Scale | None = None):
     """Build, save and run one CM2 configuration (windows retrieval on, as its published runs)."""
+    scale = scale or Scale()
     cfg, bank_name, windows, soft_k, lengths, durations = CM2_CONFIGS[name]
+    lengths, durations = scale.lengths or lengths, scale.durations or durations
+    text_dim = scale.text_dim
     with reference_root(root), cuda_on_cpu(), tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        clip_model = tiny_openai_clip(seed)
+        clip_model = tiny_openai_clip(seed, text_dim)
         _stub("clip", load=lambda *a, **k: (clip_model, None),
               tokenize=lambda texts, truncate=True: torch.zeros(len(texts) if isinstance(texts, list) else 1, 8, dtype=torch.long))
         import opts as reference_opts
@@ -434,13 +481,13 @@ def cm2_fixture(root: Path, name: str, out: Path, seed: int):
         opt = reference_opts.parse_opts()
         out.mkdir(parents=True, exist_ok=True)
         vocab_source = {"anet": "data/anet/vocabulary_activitynet_thres2.json", "yc2": "data/yc2/vocabulary_youcook2.json"}
-        opt.vocab_size = small_vocabulary(root / vocab_source[bank_name], 150, out / "vocabulary.json")
+        opt.vocab_size = small_vocabulary(root / vocab_source[bank_name], scale.vocab_words, out / "vocabulary.json")
         opt.dict_file = "vocabulary.json"
         opt.device = "cpu"
-        opt.feature_dim = TEXT_DIM
+        opt.feature_dim = text_dim
         opt.visual_feature_folder = [str(tmp / "clipvitl14.pth")]
         opt.bank_path = str(tmp / "bank")
-        vars(opt).update(TINY)
+        vars(opt).update(scale.sizes)
         if not opt.text_crossAttn:
             opt.cap_num_feature_levels = 4
 
@@ -454,21 +501,9 @@ def cm2_fixture(root: Path, name: str, out: Path, seed: int):
         torch.manual_seed(seed)
         model, criterion, contrastive_criterion, postprocessors = build(opt)
         hidden = opt.hidden_dim
-        tiny_duration_embedding(model, hidden)
-        # widths CM2 writes as literals (512 = its hidden size, 768 = CLIP's): re-made at the tiny sizes
-        model.pos_embed = cm2_model.RetPositionEmbeddingSine(hidden, normalize=True)
-        model.pos_embed.max_duration = 4
-        model.pos_embed.duration_embed_layer = torch.nn.Linear(4, 4)  # unused by its forward, but saved
-        relu = [True, False]
-        model.down_proj = torch.nn.Sequential(
-            cm2_model.LinearLayer(TEXT_DIM, hidden, layer_norm=True, dropout=0.5, relu=relu[0]),
-            cm2_model.LinearLayer(hidden, hidden, layer_norm=True, dropout=0.5, relu=relu[1]),
-        )
-        model.text_positional_encoding = cm2_model.PositionalEncoding(TEXT_DIM, max_len=8)
-        model.text_transformer_layers = torch.nn.ModuleList(
-            torch.nn.TransformerEncoderLayer(d_model=TEXT_DIM, nhead=2, dim_feedforward=8) for _ in range(3)
-        )
-        model.cls_token = torch.nn.Parameter(torch.randn(1, 1, TEXT_DIM))
+        if hidden != 512:  # the tiny fixtures; the published sizes need nothing re-made
+            tiny_duration_embedding(model, hidden)
+            resize_cm2_literals(model, cm2_model, hidden, text_dim)
         perturb(model, seed, skip=("clip_model.",))
         with torch.no_grad():
             model.caption_head[0].logit.bias[0] += EOS_BIAS / 2  # its text path already favours short captions
@@ -479,10 +514,10 @@ def cm2_fixture(root: Path, name: str, out: Path, seed: int):
 
         # memory bank in CM2's files: fp16 CLIP text embeddings (M, 1, D), sentences, video ids
         rng = np.random.default_rng(seed + 1)
-        bank_size = 400
+        bank_size = scale.bank_size
         bank_dir = out / "bank" / bank_name / "clip"
         bank_dir.mkdir(parents=True, exist_ok=True)
-        embeds = (rng.normal(0, 1, size=(bank_size, 1, TEXT_DIM)) * rng.uniform(0.5, 3.0, size=(bank_size, 1, 1)))
+        embeds = (rng.normal(0, 1, size=(bank_size, 1, text_dim)) * rng.uniform(0.5, 3.0, size=(bank_size, 1, 1)))
         np.save(bank_dir / f"{bank_name}_clip_token_embeds.npy", embeds.astype(np.float16))
         sentences = np.array([f"sentence number {i}" for i in range(bank_size)])
         np.save(bank_dir / f"{bank_name}_scene_sentences.npy", sentences)
@@ -491,7 +526,7 @@ def cm2_fixture(root: Path, name: str, out: Path, seed: int):
         memory_bank = load_clip_memory_bank(opt)
         memory_bank["vid_sent_embeds"] = torch.tensor(memory_bank["vid_sent_embeds"]).to("cuda")
 
-        videos = make_videos(seed, lengths, durations, TEXT_DIM)
+        videos = make_videos(seed, lengths, durations, text_dim)
         torch.save({v["key"]: torch.from_numpy(v["features"]).half() for v in videos}, tmp / "clipvitl14.pth")
         annotations = {v["key"]: {k: v[k] for k in ("duration", "timestamps", "sentences")} for v in videos}
         json.dump(annotations, open(tmp / "anno.json", "w"))
@@ -503,9 +538,12 @@ def cm2_fixture(root: Path, name: str, out: Path, seed: int):
         for index in range(len(videos)):
             dt = collate_fn([dataset[index]])
             with torch.no_grad():
+                start = time.perf_counter()
                 output, _ = model(dt, criterion, contrastive_criterion, opt.transformer_input_type, memory_bank,
                                   eval_mode=True)
+                seconds = time.perf_counter() - start
             record = recorder.take()
+            record["seconds"] = seconds
             record.update(record_outputs(output))
             record["resize_index"] = resize_index(dt["video_tensor"][0], videos[index]["features"])
             # the retrieved window vectors CM2 feeds its text path (one more call of its own selection)
@@ -534,7 +572,7 @@ def write_expected(out: Path, name: str, reference: str, commit: str, opt, video
              "timestamps": v["timestamps"], "sentences": v["sentences"]}
             for v in videos
         ],
-        "records": records,
+        "records": [{k: v for k, v in r.items() if k != "seconds"} for r in records],  # timings vary by run
     }
     torch.save(expected, out / "expected.pt")
     sizes = {p.name: p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}

@@ -141,3 +141,19 @@ def test_cm2_other_variant_is_named(tmp_path):
     (folder / "info.json").write_text(json.dumps(info))
     with pytest.raises(ConversionError, match="unsupported variant: text_crossAttn_loc='before'"):
         convert("cm2", folder / "model-best.pth", memory_bank=FIXTURES / "cm2_anet" / "bank")
+
+
+def test_checkpoint_without_options_uses_cm2s_published_ones_or_asks_for_them(tmp_path):
+    """CM2's download is a bare model-best.pth: its published options are picked by vocabulary size (8517 words:
+    ActivityNet, 20 windows, top-100, 10 queries; 1607: YouCook2, 50 windows, top-80, 100 queries)."""
+    from cacmi_hf.convert.convert_cm2_to_hf import published_options
+
+    anet = published_options({"caption_head.0.embed.weight": torch.zeros(8518, 4)})
+    yc2 = published_options({"caption_head.0.embed.weight": torch.zeros(1608, 4)})
+    assert (anet["window_size"], anet["soft_k"], anet["num_queries"], anet["bank_type"]) == (20, 100, 10, ["anet"])
+    assert (yc2["window_size"], yc2["soft_k"], yc2["num_queries"], yc2["bank_type"]) == (50, 80, 100, ["yc2"])
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    (folder / "model-best.pth").write_bytes((FIXTURES / "cm2_anet" / "model-best.pth").read_bytes())
+    with pytest.raises(ConversionError, match=r"neither CM2's ActivityNet.*--options"):
+        convert("cm2", folder / "model-best.pth", memory_bank=FIXTURES / "cm2_anet" / "bank")

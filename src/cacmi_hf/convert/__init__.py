@@ -48,7 +48,17 @@ def convert(
         raise ConversionError(f"unknown source {source!r}; choose one of {SOURCES}.")
     checkpoint = Path(checkpoint)
     loaded = load_checkpoint(checkpoint)
-    opt = load_options(loaded, checkpoint, options)
+    try:
+        opt = load_options(loaded, checkpoint, options)
+    except ConversionError:
+        # CM2's published model-best.pth comes without info.json: its published options, when they fit
+        if source != "cm2" or options is not None or not isinstance(loaded.get("model"), dict):
+            raise
+        from .convert_cm2_to_hf import is_cm2_state_dict, published_options
+
+        if not is_cm2_state_dict(loaded["model"]):
+            raise
+        opt = published_options(loaded["model"])
     if source == "pdvc":
         from .convert_pdvc_to_hf import convert_pdvc
 

@@ -31,6 +31,38 @@ SUPPORTED = {
 }
 UNUSED = "built by CM2 but never read by its forward with --ret_encoder avg"
 
+# CM2's published runs (cfgs/anet_clip_cm2.yml, cfgs/yc2_clip_cm2.yml, the flags of train_*.sh, opts.py defaults),
+# for a model-best.pth downloaded without its info.json; picked by the vocabulary size of the checkpoint
+_CM2_COMMON = dict(
+    hidden_dim=512, nheads=8, enc_layers=2, dec_layers=2, transformer_ff_dim=512, transformer_dropout_prob=0.1,
+    num_feature_levels=4, dec_n_points=4, enc_n_points=4, max_eseq_length=20, with_box_refine=1, num_classes=1,
+    aux_loss=True, share_caption_head=1, caption_decoder_type="standard", rnn_size=512, input_encoding_size=512,
+    att_hid_size=512, drop_prob=0.5, max_caption_len=30, num_layers=1, cap_nheads=1, cap_dec_n_points=4,
+    cap_num_feature_levels=4, feature_dim=768, frame_embedding_num=200, visual_feature_type=["clip"], ec_alpha=1.0,
+    focal_alpha=0.25, focal_gamma=2.0, set_cost_class=2, set_cost_giou=4, set_cost_bbox=0, cls_loss_coef=2,
+    giou_loss_coef=4, bbox_loss_coef=0, count_loss_coef=0.5, caption_loss_coef=2, able_ret=True,
+    sim_match="window_cos", ret_encoder="avg", down_proj="deep", text_crossAttn=True, text_crossAttn_loc="after",
+    combined_encoder=False,
+)
+CM2_PUBLISHED_OPTIONS = {
+    8517: dict(_CM2_COMMON, num_queries=10, vocab_size=8517, window_size=20, soft_k=100, bank_type=["anet"],
+               gt_proposal_sample_num=30, dict_file="data/anet/vocabulary_activitynet_thres2.json"),
+    1607: dict(_CM2_COMMON, num_queries=100, vocab_size=1607, window_size=50, soft_k=80, bank_type=["yc2"],
+               gt_proposal_sample_num=30, dict_file="data/yc2/vocabulary_youcook2.json"),
+}
+
+
+def published_options(state: dict) -> dict:
+    """CM2's published options for a checkpoint without its info.json (ActivityNet or YouCook2, by vocabulary size)."""
+    embed = state.get("caption_head.0.embed.weight")
+    rows = None if embed is None else int(embed.shape[0]) - 1
+    if rows not in CM2_PUBLISHED_OPTIONS:
+        raise ConversionError(
+            f"no training options beside the checkpoint and its vocabulary ({rows} words) is neither CM2's ActivityNet "
+            "(8517) nor YouCook2 (1607) model; pass the run's info.json with --options."
+        )
+    return dict(CM2_PUBLISHED_OPTIONS[rows])
+
 
 def cm2_config_fields(opt: dict, state: dict, vocab_rows: int, bank_size: int) -> dict[str, Any]:
     """CACMIConfig fields of a CM2 model: PDVC's, plus retrieval windows, the text path and the float16 bank."""
