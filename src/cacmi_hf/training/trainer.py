@@ -92,7 +92,7 @@ class CollatorEpochCallback(TrainerCallback):
         """`set_epoch` of the collator before the epoch's DataLoader iterator (and its workers) is created."""
         collator = self.trainer.data_collator
         if hasattr(collator, "set_epoch"):
-            collator.set_epoch(math.floor(state.epoch + 1e-6))  # resumed mid-epoch: state.epoch is e.g. 0.75
+            collator.set_epoch(math.floor((state.epoch or 0) + 1e-6))  # resumed mid-epoch: state.epoch is e.g. 0.75
 
 
 class DenseCaptioningTrainer(Trainer):
