@@ -69,3 +69,25 @@ def test_least_recently_used_videos_leave_first():
     assert cache.misses == 4 and cache.hits == 2
     with pytest.raises(ValueError, match="max_videos"):
         WardClusterCache(max_videos=0)
+
+
+def test_cfa_uses_the_cache_and_gives_the_same_queries(monkeypatch):
+    from types import SimpleNamespace
+
+    from cacmi_hf.frame_aggregation import CrossModalFrameAggregation
+    from cacmi_hf.memory_bank import MemoryBank
+
+    config = SimpleNamespace(text_dim=8, feature_dim=8, retrieval_mode="clusters", num_clusters=3, max_cluster_span=5,
+                             boundary_weight=1.0, retrieval_top_k=2, retrieval_num_windows=3, retrieval_exclude="none")
+    cached, plain = CrossModalFrameAggregation(config), CrossModalFrameAggregation(config)
+    plain.cluster_cache = None
+    assert isinstance(cached.cluster_cache, WardClusterCache)
+    bank = MemoryBank(6, 8)
+    bank.set(torch.nn.functional.normalize(torch.randn(6, 8), dim=-1), torch.arange(6))
+    features, mask = batch(4)
+    expected = plain(features, mask, bank)
+    for _ in range(2):  # the second pass finds every video in the cache
+        out = cached(features, mask, bank)
+        for name in ("text_queries", "text_mask", "spans", "retrieved_indices"):
+            assert torch.equal(getattr(out, name), getattr(expected, name)), name
+    assert (cached.cluster_cache.hits, cached.cluster_cache.misses) == (3, 3)

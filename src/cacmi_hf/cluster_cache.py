@@ -19,9 +19,9 @@ from .frame_aggregation import contiguous_ward_clustering
 
 
 class WardClusterCache:
-    """Bounded LRU table: video fingerprint -> (assignment `(L,)`, spans `(c, 2)`, cluster mask `(c,)`), on CPU."""
+    """Bounded LRU table: video fingerprint -> (assignment `(L,)`, spans `(c, 2)`, cluster mask `(c,)`), on the CPU."""
 
-    def __init__(self, max_videos: int = 200_000, seed: int = 0):
+    def __init__(self, max_videos: int = 100_000, seed: int = 0):
         if max_videos < 1:
             raise ValueError(f"WardClusterCache max_videos must be >= 1, got {max_videos}.")
         self.max_videos = max_videos
@@ -77,8 +77,10 @@ class WardClusterCache:
             assignment, spans, cluster_mask = contiguous_ward_clustering(
                 features[index], mask[index], num_clusters, max_span
             )
+            # int16 on the CPU: ~250 bytes a video at L = 100, so a full table stays a few tens of MB
+            small = assignment.to(torch.int16).cpu(), spans.to(torch.int16).cpu(), cluster_mask.cpu()
             for row, b in enumerate(missing):
-                self._table[keys[b]] = (assignment[row].cpu(), spans[row].cpu(), cluster_mask[row].cpu())
+                self._table[keys[b]] = (small[0][row], small[1][row], small[2][row])
                 while len(self._table) > self.max_videos:
                     self._table.popitem(last=False)  # least recently used
         rows = []
@@ -86,7 +88,9 @@ class WardClusterCache:
             self._table.move_to_end(key)
             rows.append(self._table[key])
         device = features.device
-        return tuple(torch.stack([row[i] for row in rows]).to(device) for i in range(3))  # type: ignore[return-value]
+        assignment = torch.stack([row[0] for row in rows]).to(device=device, dtype=torch.long)  # (B, L)
+        spans = torch.stack([row[1] for row in rows]).to(device=device, dtype=torch.long)  # (B, c, 2)
+        return assignment, spans, torch.stack([row[2] for row in rows]).to(device)
 
 
 __all__ = ["WardClusterCache"]

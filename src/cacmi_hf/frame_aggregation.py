@@ -267,6 +267,10 @@ class CrossModalFrameAggregation(nn.Module):
         self.top_k = config.retrieval_top_k
         self.num_windows = config.retrieval_num_windows
         self.exclude = config.retrieval_exclude
+        # frozen features: a video's clustering never changes, so it is computed once (None: Ward at every call)
+        from .cluster_cache import WardClusterCache
+
+        self.cluster_cache = WardClusterCache() if getattr(config, "cache_clusters", True) else None
 
     def num_text_queries(self, num_frames: int) -> int:
         """Number of text queries c produced for videos of `num_frames` frames."""
@@ -301,9 +305,8 @@ class CrossModalFrameAggregation(nn.Module):
         with torch.no_grad(), torch.autocast(video_features.device.type, enabled=False):
             features = video_features.detach().to(torch.promote_types(video_features.dtype, torch.float32))
             if self.mode == "clusters":
-                assignment, spans, query_mask = contiguous_ward_clustering(
-                    features, video_mask, self.num_clusters, self.max_span
-                )
+                cluster = self.cluster_cache if self.cluster_cache is not None else contiguous_ward_clustering
+                assignment, spans, query_mask = cluster(features, video_mask, self.num_clusters, self.max_span)
                 queries = boundary_weighted_pooling(features, assignment, self.num_clusters, self.beta)  # (B, c, D)
             else:
                 queries, query_mask, spans = window_pooling(features, video_mask, self.num_windows)
