@@ -77,21 +77,26 @@ def test_folder_argument_and_bad_batch_size(model_dir, world, capsys):
 
 
 def test_rerank_alpha_from_the_saved_config_or_the_command_line(pipe, world, tmp_path, capsys):  # noqa: F811
-    video = str(world["videos"][2])
+    from test_pipeline import _video_where_alpha_matters
+
+    video, alpha = _video_where_alpha_matters(pipe, world["videos"])
     folder = tmp_path / "model"
-    pipe.model.config.rerank_alpha, saved = 1e4, pipe.model.config.rerank_alpha
+    pipe.model.config.rerank_alpha, saved = alpha, pipe.model.config.rerank_alpha
     try:
         pipe.model.save_pretrained(folder)
     finally:
         pipe.model.config.rerank_alpha = saved
     pipe.processor.save_pretrained(folder)
 
-    def first_caption(*extra):
-        assert main(["caption", video, "--model", str(folder), "--max-events", "1", "--no-progress", *extra]) == 0
+    def first_event(*extra):
+        command = ["caption", video, "--model", str(folder), "--max-events", "1", "--no-progress", "--dtype", "fp32"]
+        assert main([*command, *extra]) == 0  # float32 tower: the events of the in-memory pipeline above
         return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  ["))
 
-    by_caption = pipe(video, max_events=1, rerank_alpha=1e4)[0]["caption"]
-    by_confidence = pipe(video, max_events=1, rerank_alpha=0.0)[0]["caption"]
-    assert by_caption != by_confidence
-    assert by_caption in first_caption()  # the saved config's alpha
-    assert by_confidence in first_caption("--rerank-alpha", "0")
+    def printed(event):
+        return f"{event['caption']}  ({event['score']:.2f})"
+
+    by_caption = pipe(video, max_events=1, rerank_alpha=alpha)[0]
+    by_confidence = pipe(video, max_events=1, rerank_alpha=0.0)[0]
+    assert printed(by_caption) in first_event()  # the saved config's alpha
+    assert printed(by_confidence) in first_event("--rerank-alpha", "0")
