@@ -130,8 +130,9 @@ class DenseCaptioningTrainingArguments(TrainingArguments):
     )
     eval_generation: str = field(
         default="sharded",
-        metadata={"help": "'sharded': every process captions its share of the held-out videos; 'main': the main "
-                  "process captions all of them."},
+        metadata={"help": "'sharded': every process captions its share of the held-out videos (results gathered); "
+                  "'main': the main process captions all of them while the others wait at a barrier. Under "
+                  "FSDP/ZeRO-3 the full weights are gathered into a plain replica first."},
     )
     eval_tious: list[float] = field(
         default_factory=lambda: [0.3, 0.5, 0.7, 0.9], metadata={"help": "tIoU thresholds of the caption metrics."}
