@@ -133,6 +133,15 @@ def test_unknown_split_and_variant(data, tmp_path):
         _prepare(data, tmp_path / "out", "--variant", "nope")
 
 
+def test_arguments_are_checked_before_any_data_is_read(tmp_path):
+    """A wrong variant or override fails at once, even with annotation files that do not exist (yet)."""
+    paths = {k: tmp_path / f"missing_{k}" for k in ("train", "val", "test", "features", "memory_bank")}
+    with pytest.raises(TrainingSetupError, match="Unknown --variant 'nope'"):
+        prepare_training(*parse_args(train_argv(paths, tmp_path / "out", "--variant", "nope")))
+    with pytest.raises(TrainingSetupError, match="is not key=value"):
+        prepare_training(*parse_args(train_argv(paths, tmp_path / "out", "--config_overrides", "hidden_size")))
+
+
 def test_holdout_carved_from_train_leaves_the_bank_without_those_videos(data, tmp_path):
     argv = train_argv(data, tmp_path / "out")
     i = argv.index("--annotations")

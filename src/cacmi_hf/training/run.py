@@ -128,14 +128,11 @@ def _load_tokenizer(path: str):
         raise TrainingSetupError(f"Could not load a caption tokenizer from {path}: {err}. Save one with `cacmi build-vocab`.") from err
 
 
-def _build_config(data_args, model_args, preset, tokenizer, feature_dim, train_dataset) -> CACMIConfig:
-    """The config of a model trained from scratch: preset + variant + overrides, sized from the data."""
+def _build_config(model_args, overrides, preset, tokenizer, feature_dim, train_dataset) -> CACMIConfig:
+    """The config of a model trained from scratch: preset + variant + (parsed) overrides, sized from the data."""
     from ..criterion import estimate_count_prior
 
-    if model_args.variant not in VARIANTS:
-        raise TrainingSetupError(f"Unknown --variant {model_args.variant!r}; choose one of {sorted(VARIANTS)}.")
     values = preset.model_config(model_args.variant)
-    overrides = parse_config_overrides(model_args.config_overrides)
     values.update(overrides)
     if feature_dim is not None and "feature_dim" not in overrides:
         values["feature_dim"] = feature_dim  # sized from the data, like vocab_size from the tokenizer
@@ -163,7 +160,14 @@ def prepare_training(
     from ..modeling_cacmi import CACMIForDenseCaptioning
     from ..processing_cacmi import CACMIProcessor, CACMIVideoProcessor
 
+    # the arguments, read once and checked before any data is loaded
     preset = get_training_preset(data_args.preset)
+    try:
+        overrides = parse_config_overrides(model_args.config_overrides)
+    except ValueError as err:
+        raise TrainingSetupError(str(err)) from err
+    if not model_args.model_name_or_path and model_args.variant not in VARIANTS:
+        raise TrainingSetupError(f"Unknown --variant {model_args.variant!r}; choose one of {sorted(VARIANTS)}.")
     notes: list[str] = []
     annotations = load_annotations(data_args)
     source = ", ".join(map(str, data_args.annotations))
@@ -199,7 +203,6 @@ def prepare_training(
     model_source = model_args.model_name_or_path
     if model_source:
         config = CACMIConfig.from_pretrained(model_source)
-        overrides = parse_config_overrides(model_args.config_overrides)
         for key, value in overrides.items():
             setattr(config, key, value)
         saved_tokenizer = None
@@ -220,12 +223,10 @@ def prepare_training(
             tokenizer = _load_tokenizer(data_args.tokenizer)
         else:
             sentences = [s for row in train.with_format(None)["sentences"] for s in row]
-            max_len = parse_config_overrides(model_args.config_overrides).get(
-                "max_caption_len", preset.config.get("max_caption_len", 30)
-            )
+            max_len = overrides.get("max_caption_len", preset.config.get("max_caption_len", 30))
             tokenizer = build_caption_tokenizer(sentences, min_count=data_args.min_count, max_caption_len=max_len,
                                                 normalization=data_args.caption_normalization)
-        config = _build_config(data_args, model_args, preset, tokenizer, feature_dim, train)
+        config = _build_config(model_args, overrides, preset, tokenizer, feature_dim, train)
         check_tokenizer(tokenizer, config, data_args.tokenizer or "built from the training captions", "being built")
 
     # memory bank (CFA), without the captions of videos held out for selection
