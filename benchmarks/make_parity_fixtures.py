@@ -153,11 +153,13 @@ def tiny_duration_embedding(model, hidden: int) -> None:
     pos.duration_embed_layer = torch.nn.Linear(pos.max_duration, pos.max_duration)
 
 
-def perturb(model: torch.nn.Module, seed: int, scale: float = 0.15, skip: tuple[str, ...] = ()):
+def perturb(model: torch.nn.Module, seed: int, scale: float = 0.15, skip: tuple[str, ...] = (), width: int | None = None):
     """Move every floating parameter by seeded Gaussian noise (shared tensors once), after the reference's init.
 
     The captioner's word embedding and output layer move more (scale 1.5), so greedy captions vary in words and
-    length instead of repeating one word.
+    length instead of repeating one word. With `width`, each tensor's noise is scaled by sqrt(width / fan-in), so a
+    wide model is as well conditioned as the tiny one of that width (the same noise on 512-wide layers would make
+    activations, and so the last-bit differences of two implementations, grow by orders of magnitude).
     """
     generator = torch.Generator().manual_seed(seed)
     seen = set()
@@ -168,7 +170,11 @@ def perturb(model: torch.nn.Module, seed: int, scale: float = 0.15, skip: tuple[
             seen.add(id(param))
             noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
             loud = "caption_head" in name and (".embed." in name or ".logit." in name)
-            param.add_((noise * (1.5 if loud else scale)).to(param.dtype))
+            std = 1.5 if loud else scale
+            if width is not None:
+                fan_in = param.numel() // param.shape[0] if param.dim() > 1 else param.shape[0]
+                std *= min(1.0, (width / max(fan_in, 1)) ** 0.5)
+            param.add_((noise * std).to(param.dtype))
 
 
 def to_py(x):
@@ -341,6 +347,7 @@ class Scale:
     bank_size: int = 400
     lengths: list | None = None  # native feature lengths (None: the configuration's four)
     durations: list | None = None
+    noise_width: int | None = None  # scale the weight noise to fan-in as a model of this width (see `perturb`)
 
 
 FULL_BANKS = {"anet": 37421, "yc2": 10337}  # CM2's bank sizes (ActivityNet train captions; YouCook2 train)
@@ -377,7 +384,7 @@ def pdvc_fixture(root: Path, name: str, out: Path, seed: int, scale: Scale | Non
         model, criterion, postprocessors = build(opt)
         if opt.hidden_dim != 512:
             tiny_duration_embedding(model, opt.hidden_dim)
-        perturb(model, seed)
+        perturb(model, seed, width=scale.noise_width)
         with torch.no_grad():  # so that some greedy captions end before max_caption_len
             model.caption_head[0].logit.bias[0] += EOS_BIAS
         model.eval()
@@ -504,7 +511,7 @@ def cm2_fixture(root: Path, name: str, out: Path, seed: int, scale: Scale | None
         if hidden != 512:  # the tiny fixtures; the published sizes need nothing re-made
             tiny_duration_embedding(model, hidden)
             resize_cm2_literals(model, cm2_model, hidden, text_dim)
-        perturb(model, seed, skip=("clip_model.",))
+        perturb(model, seed, skip=("clip_model.",), width=scale.noise_width)
         with torch.no_grad():
             model.caption_head[0].logit.bias[0] += EOS_BIAS / 2  # its text path already favours short captions
         model.clip_model.half()  # CM2's checkpoints carry the fp16 CLIP that clip.load gives on a GPU
