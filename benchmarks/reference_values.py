@@ -29,6 +29,12 @@ ROWS: list[tuple[str, str, dict[str, tuple]]] = [
     ("retrieved sentences averaged (soft_k / top-k)", "retrieval_top_k", {"activitynet": ("-", 100, 40), "youcook2": ("-", 80, 40)}),
     ("pseudo-events c", "num_clusters", {"activitynet": ("-", "-", 10), "youcook2": ("-", "-", 20)}),
     ("training-time exclusion of own captions", "retrieval_exclude", {p: ("-", "top1", "-") for p in ("activitynet", "youcook2")}),
+    ("text path to the decoder (CM2 projection, position, shared encoder)", "text_path",
+     {p: ("-", "cm2", "-") for p in ("activitynet", "youcook2")}),
+    ("memory bank storage", "memory_format", {p: ("-", "cm2_fp16", "-") for p in ("activitynet", "youcook2")}),
+    ("captioner samples around", "caption_reference", {p: ("decoder_input",) * 3 for p in ("activitynet", "youcook2")}),
+    ("captioner padding", "caption_padding", {p: ("border",) * 3 for p in ("activitynet", "youcook2")}),
+    ("word-embedding dropout", "caption_embedding_dropout", {p: (False,) * 3 for p in ("activitynet", "youcook2")}),
     ("hidden size", "hidden_size", {p: (512, 512, 512) for p in ("activitynet", "youcook2")}),
     ("attention heads", "num_attention_heads", {p: (8, 8, 8) for p in ("activitynet", "youcook2")}),
     ("encoder / decoder layers", lambda c, r: f"{c['num_encoder_layers']} / {c['num_decoder_layers']}", {p: ("2 / 2",) * 3 for p in ("activitynet", "youcook2")}),
@@ -62,6 +68,11 @@ ROWS: list[tuple[str, str, dict[str, tuple]]] = [
 NOTES = {
     "frames L (frame_embedding_num)": "CM2 feeds CLIP features at their native length (1 fps, not resized); ours "
     "resamples every video to L so a batch is one tensor (the parity converter sets the reference's rule)",
+    "text path to the decoder (CM2 projection, position, shared encoder)": "the cm2 variant trains with our text "
+    "path (the retrieved text projected into the decoder's cross-attention); converted CM2 checkpoints and "
+    "`--config_overrides text_path=cm2,memory_format=cm2_fp16` use CM2's, which the parity tests check",
+    "memory bank storage": "CM2 keeps the bank as raw float16 CLIP text embeddings and normalises in float16; "
+    "ours stores float32 L2-normalised rows (`memory_format=cm2_fp16` for CM2's, set by the converter)",
     "training-time exclusion of own captions": "CACMI: `retrieval_exclude='same_video'` [ours]; 'top1' is CM2's rule",
     "vocabulary min count": "PDVC's ActivityNet vocabulary (5747 words) is min count 4: `--min_count 4`",
     "counter bin weights (1 - count frequency)": "PDVC/CM2 hard-code ActivityNet's count histogram (also on "
