@@ -215,11 +215,11 @@ def bench_driver(repeats: int, videos: int, seconds: float) -> None:
         print(f"| {name} | {med:.2f} | {frames / med:.1f} |")
 
 
-def bench_seeking(repeats: int, minutes: float) -> None:
+def bench_seeking(repeats: int, minutes: float, sparse_minutes: float = 10.0) -> None:
     """Extraction's decode stage on 1280x720 30 fps H.264 videos (2 s GOPs): keyframe seeking vs every frame decoded.
 
     Same frames (checked), frames per second of the sampled frames: 1 fps on a `minutes`-long video, and
-    sparse sampling (100 frames per video, PDVC-style `--num-frames`) on a 10-minute one; the two decoders
+    sparse sampling (100 frames per video, PDVC-style `--num-frames`) on a `sparse_minutes`-long one; the two decoders
     alternate within each round.
     """
     import importlib.util
@@ -231,7 +231,7 @@ def bench_seeking(repeats: int, minutes: float) -> None:
     spec.loader.exec_module(bench_pipeline)
     print("\n1280x720 30 fps H.264 (keyframe every 2 s, B-frames), decode + sampling only (frames downscaled to 224)\n")
     print("| video, sampling | decoder | median s | sampled frames per second | runs (s) |\n|---|---|---:|---:|---|")
-    for length, label, options in ((minutes, "1 fps", {"fps": 1.0}), (10.0, "100 frames", {"num_frames": 100})):
+    for length, label, options in ((minutes, "1 fps", {"fps": 1.0}), (sparse_minutes, "100 frames", {"num_frames": 100})):
         video = Path(tempfile.gettempdir()) / f"cacmi_bench_{length:g}min_720p30.mp4"
         if not video.is_file():
             bench_pipeline.make_video(video, length)
@@ -318,6 +318,8 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["annotations", "collator", "extraction", "driver", "seeking", "shards"])
     parser.add_argument("--seeking-minutes", type=float, default=2.0, help="Length of the 720p30 video of the seeking part.")
+    parser.add_argument("--seeking-sparse-minutes", type=float, default=10.0,
+                        help="Length of the 720p30 video sampled at 100 frames in the seeking part.")
     parser.add_argument("--shard-videos", type=int, default=8, help="Videos of the sharded-extraction part.")
     args = parser.parse_args()
     if args.threads:
@@ -332,7 +334,7 @@ def main() -> None:
     if "driver" not in args.skip:
         bench_driver(args.repeats, args.driver_videos, 20.0)
     if "seeking" not in args.skip:
-        bench_seeking(args.repeats, args.seeking_minutes)
+        bench_seeking(args.repeats, args.seeking_minutes, args.seeking_sparse_minutes)
     if "shards" not in args.skip:
         bench_shards(args.repeats, args.shard_videos, 20.0)
     print(calibration())

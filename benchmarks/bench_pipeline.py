@@ -157,8 +157,13 @@ def precision_rounds(args) -> None:
         video_processor.pack([video_processor.sample_video(str(video))])
 
     speed_cases = {"tower fp32": lambda: fp32_tower(few), "tower bf16": lambda: model.vision_tower(few)}
+    # the tower alone in the batches the pipeline gives it (its best size here: big batches spill the caches)
+    from cacmi_hf.pipeline_dense_video_captioning import MAX_CHUNK_FRAMES
+
+    chunk = min(model.vision_tower.frames_per_batch(1024.0), MAX_CHUNK_FRAMES)
+    model.vision_tower.chunk_size = fp32_tower.chunk_size = chunk
     cases = {
-        "tower bf16, all L frames": lambda: model.vision_tower(pixels),
+        f"tower bf16, all L frames (batches of {chunk})": lambda: model.vision_tower(pixels),
         "pipeline bf16 (decode + tower + CACMI)": lambda: pipe(str(video)),
         "decode + preprocess alone (keyframe seeking)": decode,
     }
@@ -185,12 +190,13 @@ def precision_rounds(args) -> None:
         n = few.shape[1] if name in speed_cases else frames
         print(f"| {name} | {n} | {med[name]:.2f} | {med[name] / n:.3f} | {', '.join(f'{t:.1f}' for t in runs[name])} |")
     speed = med["tower fp32"] / med["tower bf16"]
-    overhead = med["pipeline bf16 (decode + tower + CACMI)"] / med["tower bf16, all L frames"]
+    overhead = med["pipeline bf16 (decode + tower + CACMI)"] / med[f"tower bf16, all L frames (batches of {chunk})"]
     print()
     print(f"bf16 / fp32 tower speed: {speed:.2f}x (target >= 2.5x); cosine bf16 vs fp32 features: min "
           f"{float(cosine.min()):.5f}, mean {float(cosine.mean()):.5f} (target >= 0.999)")
     print(f"bf16 pipeline total / bf16 tower alone: {overhead:.3f} (target <= 1.1)")
-    per_round = [p / t for p, t in zip(runs["pipeline bf16 (decode + tower + CACMI)"], runs["tower bf16, all L frames"])]
+    per_round = [p / t for p, t in zip(runs["pipeline bf16 (decode + tower + CACMI)"],
+                                       runs[f"tower bf16, all L frames (batches of {chunk})"])]
     print(f"per round: speed {', '.join(f'{a / b:.2f}' for a, b in zip(runs['tower fp32'], runs['tower bf16']))}; "
           f"pipeline/tower {', '.join(f'{r:.3f}' for r in per_round)}")
 
