@@ -219,6 +219,10 @@ def test_manual_shards_merge_into_the_one_process_manifest(tiny_clip, video_dir,
     manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())["videos"]
     assert sorted(manifest) == ["v_alpha", "v_audio", "v_beta", "v_corrupt", "v_empty"]
     assert manifest["v_empty"]["status"] == "failed" and "empty file" in manifest["v_empty"]["error"]
+    from cacmi_hf.data.features import NpyDirectoryFeatures  # the merged folder is what the loaders read
+
+    store = NpyDirectoryFeatures(tmp_path / "two")
+    assert store.check(store.resolve("v_alpha")) == (manifest["v_alpha"]["frames"], 32) and store.resolve("v_audio") is None
     with pytest.raises(SystemExit):
         run(parse(*common, "--out", tmp_path / "x", "--num-shards", "2", "--shard", "2"))
 
