@@ -307,3 +307,53 @@ def test_rerank_alpha_comes_from_the_model_config_unless_given(pipe, world):
         assert pipe(path, max_events=1, rerank_alpha=0.0) == by_confidence  # an explicit value wins
     finally:
         world["model"].config.rerank_alpha = saved
+
+
+def test_streamed_file_equals_the_processor_frames_whatever_the_chunk(pipe, world):
+    path = world["videos"][1]
+    video_processor = world["processor"].video_processor
+    sampled = video_processor.sample_video(str(path))  # all frames at once, through the processor
+    features = encode_images(world["clip"], video_processor.preprocess_frames(sampled.frames))  # (12, 32)
+    expected = pipe({"video_features": features, "duration": sampled.duration})
+    assert_same_events(pipe(str(path)), expected)
+    assert_same_events(pipe(str(path), memory_budget_mb=1e-6), expected)  # one frame per chunk
+    with pytest.raises(ValueError, match="memory_budget_mb"):
+        pipe(str(path), memory_budget_mb=0)
+
+
+def test_tower_dtype_option_casts_the_weights_only(world):
+    import copy
+
+    model = copy.deepcopy(world["model"])
+    bf16 = pipeline("dense-video-captioning", model=model, processor=world["processor"], device="cpu", tower_dtype="bf16")
+    assert model.vision_tower.dtype == torch.bfloat16 and model.dtype == torch.float32  # CACMI itself stays fp32
+    events = bf16(str(world["videos"][0]))
+    assert events and all(isinstance(e["score"], float) for e in events)
+    bf16(str(world["videos"][0]), tower_dtype="fp32")
+    assert model.vision_tower.dtype == torch.float32
+    with pytest.raises(ValueError, match="Tower dtype"):
+        bf16(str(world["videos"][0]), tower_dtype="int4")
+
+
+def test_truncated_file_warns_or_fails_with_strict(pipe, world, tmp_path):
+    from cacmi_hf.video_decoding import TruncatedVideoError, TruncatedVideoWarning
+
+    rng = np.random.default_rng(0)
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as out:  # index first, like a download
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(120):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.warns(TruncatedVideoWarning, match="cut.mp4 is truncated: the container states 12.00 s"):
+        events = pipe(str(cut))
+    assert events and max(e["timestamp"][1] for e in events) < 8.0  # times live in the decodable span
+    with pytest.raises(TruncatedVideoError, match="cut.mp4"):
+        pipe(str(cut), strict=True)
+    listed = pipe([str(cut), str(world["videos"][2])], strict=True, on_error="return")
+    assert "TruncatedVideoError" in listed[0]["error"] and isinstance(listed[1], list)

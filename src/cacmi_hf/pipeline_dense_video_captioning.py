@@ -33,14 +33,17 @@ MAX_CHUNK_FRAMES = 8  # decode hand-over granularity: the first chunk (not overl
 
 
 class _FrameStream:
-    """A video's sampled frames decoded in a thread, CLIP-resized (uint8 `(b, 3, S, S)` chunks) into a bounded queue.
+    """A video opened and its sampled frames decoded in a thread, CLIP-resized (uint8 `(b, 3, S, S)` chunks) into a
+    bounded queue.
 
-    The tower embeds chunk k while the thread decodes chunk k + 1; at most `depth` chunks wait, so memory is
-    bounded by the chunk size whatever the video's length.
+    The tower embeds chunk k while the thread decodes chunk k + 1 (and a list's next video opens, reads its packet
+    index and decodes its first chunks during this one's tower); at most `depth` chunks wait, so memory is bounded
+    by the chunk size whatever the video's length. `duration` and `times` are set once the file is open.
     """
 
-    def __init__(self, reader, times, processor, chunk: int, depth: int = 2):
-        self.reader, self.times, self.processor, self.chunk = reader, times, processor, chunk
+    def __init__(self, source, processor, chunk: int, strict: bool = False, depth: int = 2):
+        self.source, self.processor, self.chunk, self.strict = source, processor, chunk, strict
+        self.reader = self.duration = self.times = None
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -48,10 +51,13 @@ class _FrameStream:
 
     def _run(self) -> None:
         from .open_clip_tower import resize_crop_frames
-        from .video_decoding import iter_frames_at_seeking
+        from .video_decoding import VideoReader, iter_frames_at_seeking
 
         vp = self.processor
         try:
+            self.reader = VideoReader(self.source, strict=self.strict)
+            self.duration = self.reader.info.duration
+            self.times = vp.sample_times(self.duration)  # (L,)
             with self.reader:
                 if vp.seek:
                     frames = iter_frames_at_seeking(self.reader, self.times, max_short_side=vp.decode_short_side)
@@ -320,20 +326,9 @@ class DenseVideoCaptioningPipeline(Pipeline):
                     "durations": batch["durations"],  # (1,)
                 }
             elif _is_file_source(inputs):
-                from .video_decoding import VideoReader
-
-                processor = self.processor.video_processor
-                reader = VideoReader(inputs, strict=strict)
-                times = processor.sample_times(reader.info.duration)  # (L,)
                 chunk = min(tower.frames_per_batch(memory_budget_mb), MAX_CHUNK_FRAMES)
-                item = {
-                    "kind": "stream",
-                    "stream": _FrameStream(reader, times, processor, chunk),
-                    "num_frames": len(times),
-                    "durations": torch.tensor([reader.info.duration], dtype=torch.float32),  # (1,)
-                    "on_error": on_error,
-                }
-                name = reader.name
+                stream = _FrameStream(inputs, self.processor.video_processor, chunk, strict=strict)
+                item = {"kind": "stream", "stream": stream, "on_error": on_error}  # opened by the stream's thread
             else:
                 processor = self.processor.video_processor
                 sampled = processor.sample_video(inputs, fps)
@@ -411,9 +406,12 @@ class DenseVideoCaptioningPipeline(Pipeline):
         for chunk in item["stream"]:  # uint8 (b, 3, S, S), decoded while the previous chunk was embedded
             pixels = normalize_pixels(chunk.to(self.device), vp.image_mean, vp.image_std)  # (b, 3, S, S)
             parts.append(tower(pixels[None])[0])  # (b, D)
+        stream = item["stream"]
         features = torch.cat(parts)
-        if features.shape[0] != item["num_frames"]:
-            raise ValueError(f"{item['name']}: decoded {features.shape[0]} frames for {item['num_frames']} sample times.")
+        if features.shape[0] != len(stream.times):
+            raise ValueError(f"{item['name']}: decoded {features.shape[0]} frames for {len(stream.times)} sample times.")
+        item["num_frames"] = len(stream.times)
+        item["durations"] = torch.tensor([stream.duration], dtype=torch.float32)  # (1,)
         return features.to(self.model.dtype)
 
     def postprocess(
