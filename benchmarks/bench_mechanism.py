@@ -55,11 +55,16 @@ STUDY_WORLD = dict(min_duration_s=30.0, max_duration_s=60.0, max_events=4)
 STUDY_MODEL = dict(num_frames=60, max_duration_bins=64, hidden_size=64, ffn_dim=128, caption_hidden_size=64,
                    num_clusters=8, retrieval_num_windows=8, retrieval_top_k=10)
 FULL = dict(videos={"train": 160, "test": 40}, steps=200, seeds=[0, 1, 2], worlds=["present", "ambiguous"],
-            banks=["oracle", "swap 0.5", "clip", "random"], clip_steps=50)
+            banks=["oracle", "swap 0.5", "oracle (CLIP text)", "clip", "random"], clip_steps=50)
 QUICK = dict(videos={"train": 12, "test": 4}, steps=3, seeds=[0], worlds=["ambiguous"],
              banks=["oracle", "swap 0.5", "clip", "random"], clip_steps=5)
 BATCH = 8
 LEARNING_RATE = 1e-3  # the synthetic preset's
+
+
+def _slug(bank: str) -> str:
+    """Folder name of a bank setting ("oracle (CLIP text)" -> "oracle_CLIP_text")."""
+    return "_".join(bank.replace("(", " ").replace(")", " ").split())
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -74,7 +79,7 @@ def prepare_world(name: str, work: Path, settings: dict) -> dict[str, str]:
     from cacmi_hf.data.extract import extract_features, find_videos
     from cacmi_hf.open_clip_tower import encode_texts, get_text_tokenizer, load_open_clip
     from cacmi_hf.synthetic import WORLD_SETTINGS, generate_world, get_or_train_tiny_clip
-    from cacmi_hf.synthetic.banks import event_bank, random_bank
+    from cacmi_hf.synthetic.banks import event_bank, random_bank, word_encoder
 
     root = work / name
     config = dataclasses.replace(WORLD_SETTINGS[name], **STUDY_WORLD)
@@ -90,12 +95,12 @@ def prepare_world(name: str, work: Path, settings: dict) -> dict[str, str]:
     model, spec = load_open_clip(str(clip_dir))
     tokenizer = get_text_tokenizer(spec)
 
-    def encode(sentences):
+    def clip_text(sentences):
         with torch.no_grad():
             return encode_texts(model, sentences, tokenizer)
 
     for bank in settings["banks"]:
-        folder = root / "banks" / bank.replace(" ", "_")
+        folder = root / "banks" / _slug(bank)
         paths[bank] = str(folder)
         if (folder / "memory_bank.safetensors").is_file():
             continue
@@ -105,7 +110,9 @@ def prepare_world(name: str, work: Path, settings: dict) -> dict[str, str]:
             data = random_bank(data, seed=0) if bank == "random" else data
             save_memory_bank(data, folder)
         else:
-            fraction = 0.0 if bank == "oracle" else float(bank.split()[1])
+            # "oracle" / "swap p": every word kept (word_encoder); "... (CLIP text)": the tiny CLIP's text tower
+            fraction = float(bank.split()[1]) if bank.startswith("swap") else 0.0
+            encode = clip_text if bank.endswith("(CLIP text)") else word_encoder(spec.embed_dim, seed=0)
             everything = {vid: e for split in annotations.values() for vid, e in split.items()}
             data, table = event_bank(everything, encode, swap_fraction=fraction, seed=0)
             save_memory_bank(data, folder)
@@ -370,7 +377,8 @@ def tables(rows: list[dict], worlds: list[str], banks: list[str]) -> str:
                     continue
                 lines.append(f"| {world} | {bank} | {LABELS[variant]} | {r['seeds']} | " + " | ".join(_cell(r[m]) for m in METRICS)
                              + f" | {r['acc@1']:.1f} |")
-    lines += ["", "Orderings (`>` / `<`: the means differ by more than the larger seed sd; otherwise `tie`):", "",
+    lines += ["", "Orderings (`>` / `<`: the means differ by more than the larger seed sd; otherwise `tie`). The last column: "
+              "`fails` when one of the three is `<`, `holds` when none is and one is `>`, `tie` when all three are:", "",
               "| world | bank | metric | CACMI vs CM2 | CM2 vs PDVC | CACMI vs PDVC | CACMI >= CM2 >= PDVC |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for world in worlds:
         pdvc = index.get((world, "none", "pdvc"))
@@ -380,7 +388,8 @@ def tables(rows: list[dict], worlds: list[str], banks: list[str]) -> str:
                 continue
             for m in METRICS:
                 ab, bc, ac = compare(cacmi[m], cm2[m]), compare(cm2[m], pdvc[m]), compare(cacmi[m], pdvc[m])
-                holds = "yes" if ab in (">", "tie") and bc in (">", "tie") and ac in (">", "tie") else "no"
+                marks = (ab, bc, ac)
+                holds = "fails" if "<" in marks else ("holds" if ">" in marks else "tie")
                 lines.append(f"| {world} | {bank} | {m} | {ab} | {bc} | {ac} | {holds} |")
     lines += ["", "Diagnostics (test split; gradient norms: mean over the second half of training, before clipping):", "",
               "| world | bank | variant | pseudo-event boundary F1 | CFE update / feature norm | text share of CFE's update | "
@@ -401,7 +410,8 @@ def tables(rows: list[dict], worlds: list[str], banks: list[str]) -> str:
 
 
 def plot(rows: list[dict], worlds: list[str], path: Path) -> None:
-    """Each metric against the pseudo-events' retrieval acc@1, one line per variant (PDVC: a band), one row per world."""
+    """Each metric against the pseudo-events' retrieval acc@1, one line per variant (PDVC: a band), one row per world;
+    the oracle through the tiny CLIP's text tower is a hollow square beside the line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -419,8 +429,12 @@ def plot(rows: list[dict], worlds: list[str], path: Path) -> None:
                 ax.axhline(mean, color="grey", label="PDVC")
                 ax.axhspan(mean - sd, mean + sd, color="grey", alpha=0.2)
             for variant, colour in colours.items():
-                points = sorted((r["acc@1"], r[metric], r["bank"]) for r in rows
-                                if r["world"] == world and r["variant"] == variant and r.get(metric))
+                mine = [r for r in rows if r["world"] == world and r["variant"] == variant and r.get(metric)]
+                points = sorted((r["acc@1"], r[metric], r["bank"]) for r in mine if "CLIP text" not in r["bank"])
+                for r in mine:
+                    if "CLIP text" in r["bank"]:  # the oracle through the tiny CLIP's text tower: off the line
+                        ax.errorbar([r["acc@1"]], [r[metric][0]], yerr=[r[metric][1]], marker="s", mfc="none",
+                                    capsize=3, color=colour, linestyle="none")
                 if not points:
                     continue
                 ax.errorbar([p[0] for p in points], [p[1][0] for p in points], yerr=[p[1][1] for p in points],
@@ -431,8 +445,13 @@ def plot(rows: list[dict], worlds: list[str], path: Path) -> None:
             ax.set_title(f"{world} world: {metric}", fontsize=9)
             ax.set_xlabel("retrieval acc@1 of the pseudo-events (%)", fontsize=8)
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    legend = {}
+    for ax in fig.axes:  # one legend for the figure: every variant drawn anywhere
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend), fontsize=8,
+               title="hollow square: the oracle through the tiny CLIP's text tower", title_fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -441,17 +460,20 @@ def plot(rows: list[dict], worlds: list[str], path: Path) -> None:
 
 
 def _priority(world: str, variant: str, bank: str) -> tuple:
-    """Run order: the question first (PDVC, CM2, CACMI at the oracle and the CLIP bank, ambiguous world first), then
-    the ablations at the oracle and the dial's middle, then random vectors, then the ablations elsewhere."""
+    """Run order: the question first (PDVC, CM2 and CACMI at the CLIP bank in both worlds and at the oracle in the
+    ambiguous one), then the ablations at the ambiguous oracle, then the other oracle / swap / CLIP-text settings,
+    then random vectors, then the ablations elsewhere."""
     main_variant = variant in ("pdvc", "cm2", "cacmi")
-    if main_variant and bank in ("none", "oracle", "clip"):
+    if main_variant and (bank in ("none", "clip") or (bank == "oracle" and world == "ambiguous")):
         tier = 0
-    elif (variant != "pdvc" and bank == "oracle") or (main_variant and bank.startswith("swap")):
+    elif variant != "pdvc" and bank == "oracle" and world == "ambiguous":
         tier = 1
-    elif main_variant:
+    elif main_variant and bank != "random":
         tier = 2
-    else:
+    elif main_variant or bank == "oracle":
         tier = 3
+    else:
+        tier = 4
     return (tier, world != "ambiguous", list(VARIANTS).index(variant), bank)
 
 
@@ -464,7 +486,7 @@ def jobs_for(settings: dict, worlds: dict[str, dict], work: Path, no_java: bool)
     jobs = []
     for world, variant, bank in sorted(configs, key=lambda c: _priority(*c)):
         for seed in settings["seeds"]:
-            run_dir = work / "runs" / world / bank.replace(" ", "_") / f"{variant}_{seed}"
+            run_dir = work / "runs" / world / _slug(bank) / f"{variant}_{seed}"
             jobs.append({"world": world, "variant": variant, "bank": bank, "seed": seed, "steps": settings["steps"],
                          "paths": worlds[world], "no_java": no_java, "run_dir": str(run_dir)})
     return jobs
@@ -554,7 +576,8 @@ def main() -> int:
     text = tables(rows, settings["worlds"], settings["banks"])
     header = (f"Retrieval study: {settings['steps']} steps of batch {BATCH}, seeds {settings['seeds']}, "
               f"{settings['videos']['train']} train / {settings['videos']['test']} test videos per world, "
-              f"{os.cpu_count()} CPUs, --jobs {args.jobs}, {time.perf_counter() - started:.0f} s wall. Scores in %.\n\n")
+              f"{os.cpu_count()} CPUs, {len(records)} runs of {statistics.mean(r['seconds'] for r in records):.0f} s wall each "
+              f"on average (train + test + diagnostics, one torch thread). Scores in %.\n\n") if records else "No runs.\n\n"
     if dropped:
         text += "\n\nNot run (deadline): " + "; ".join(f"{w} / {b} / {LABELS[v]}" for w, v, b in dropped)
     (out / "mechanism.md").write_text(header + text + "\n")
