@@ -238,3 +238,8 @@ def test_cfa_dimension_errors():
     bank, _ = _video_bank(dim=6)
     with pytest.raises(ValueError, match="memory bank dimension 6 differs from the frame feature size 8"):
         CrossModalFrameAggregation(_config())(torch.randn(1, 24, 8), torch.ones(1, 24, dtype=torch.bool), bank)
+
+
+def test_cluster_cache_is_a_config_switch():
+    assert CrossModalFrameAggregation(_config()).cluster_cache is not None
+    assert CrossModalFrameAggregation(_config(cache_clusters=False)).cluster_cache is None

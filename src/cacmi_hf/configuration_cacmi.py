@@ -137,6 +137,8 @@ class CACMIConfig(PreTrainedConfig):
         num_clusters (`int`, defaults to 10): pseudo-events c per video (ANet 10, YC2 20) [paper].
         cluster_max_frames (`int` or `None`, defaults to None): longest span a cluster may cover;
             None means 3·L/c [ours].
+        cache_clusters (`bool`, defaults to True): remember each video's Ward clustering (keyed by a fingerprint
+            of its features), so training on frozen features clusters a video once, not every epoch [ours].
         boundary_weight (`float`, defaults to 1.0): β of the inverted-bell pooling weights
             w(u) = 1 + β·(2u−1)² [ours].
         retrieval_top_k (`int`, defaults to 40): memory entries averaged per query [paper]; CM2's
@@ -238,6 +240,7 @@ class CACMIConfig(PreTrainedConfig):
     retrieval_mode: str = "clusters"
     num_clusters: int = 10
     cluster_max_frames: int | None = None
+    cache_clusters: bool = True
     boundary_weight: float | int = 1.0
     retrieval_top_k: int = 40
     retrieval_num_windows: int = 20

@@ -270,7 +270,7 @@ class CrossModalFrameAggregation(nn.Module):
         # frozen features: a video's clustering never changes, so it is computed once (None: Ward at every call)
         from .cluster_cache import WardClusterCache
 
-        self.cluster_cache = WardClusterCache() if getattr(config, "cache_clusters", True) else None
+        self.cluster_cache = WardClusterCache() if config.cache_clusters else None
 
     def num_text_queries(self, num_frames: int) -> int:
         """Number of text queries c produced for videos of `num_frames` frames."""
