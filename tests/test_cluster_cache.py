@@ -78,7 +78,8 @@ def test_cfa_uses_the_cache_and_gives_the_same_queries(monkeypatch):
     from cacmi_hf.memory_bank import MemoryBank
 
     config = SimpleNamespace(text_dim=8, feature_dim=8, retrieval_mode="clusters", num_clusters=3, max_cluster_span=5,
-                             boundary_weight=1.0, retrieval_top_k=2, retrieval_num_windows=3, retrieval_exclude="none")
+                             boundary_weight=1.0, retrieval_top_k=2, retrieval_num_windows=3, retrieval_exclude="none",
+                             cache_clusters=True)
     cached, plain = CrossModalFrameAggregation(config), CrossModalFrameAggregation(config)
     plain.cluster_cache = None
     assert isinstance(cached.cluster_cache, WardClusterCache)

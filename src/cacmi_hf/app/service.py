@@ -114,20 +114,30 @@ def event_rows(
     return rows
 
 
-def _watch_frames(item: dict[str, Any], report: Callable[[float, str], None], lap: Callable[[str], None]) -> bool:
-    """Wrap the pipeline item's frame stream so that each chunk reports progress and its end closes the "frames" lap."""
-    stream, total = item["stream"], max(int(item.get("num_frames") or 0), 1)
+class _WatchedStream:
+    """The pipeline's frame stream with a progress report per chunk; every other attribute is the stream's own."""
 
-    def watched():
+    def __init__(self, stream, total: int, report: Callable[[float, str], None], lap: Callable[[str], None]):
+        self._stream, self._total, self._report, self._lap = stream, total, report, lap
+
+    def __iter__(self):
         done = 0
-        for chunk in stream:  # (b, 3, S, S) frames, decoded while CLIP embeds the previous chunk
+        for chunk in self._stream:  # (b, 3, S, S) frames, decoded while CLIP embeds the previous chunk
             yield chunk
             done += len(chunk)
-            report(0.1 + 0.6 * min(done / total, 1.0), f"decoding frames and CLIP features: {done}/{total}")
-        lap("frames")
-        report(0.7, "captioning")
+            times = getattr(self._stream, "times", None)  # known once the stream's thread opened the file
+            total = len(times) if times is not None else self._total
+            self._report(0.1 + 0.6 * min(done / total, 1.0), f"decoding frames and CLIP features: {done}/{total}")
+        self._lap("frames")
+        self._report(0.7, "captioning")
 
-    item["stream"] = watched()
+    def __getattr__(self, name):
+        return getattr(self._stream, name)  # e.g. the sample times the pipeline checks the features against
+
+
+def _watch_frames(item: dict[str, Any], report: Callable[[float, str], None], lap: Callable[[str], None]) -> bool:
+    """Wrap the pipeline item's frame stream so that each chunk reports progress and its end closes the "frames" lap."""
+    item["stream"] = _WatchedStream(item["stream"], max(int(item.get("num_frames") or 0), 1), report, lap)
     return True
 
 
