@@ -99,3 +99,48 @@ def reference_events(record: dict) -> list[dict]:
         sentence = e["sentence"][:-1] if e["sentence"].endswith(".") else e["sentence"]
         events.append({"timestamp": e["timestamp"], "caption": sentence, "query_index": e["query_id"]})
     return events
+
+
+@lru_cache(maxsize=None)
+def run_one(name: str, index: int):
+    """Our converted model on fixture video `index` alone, at its native length: (CACMIModelOutput, generate output)."""
+    model, video = converted(name).model, expected(name)["videos"][index]
+    features = video["features"].float()[None]
+    duration = torch.tensor([video["duration"]])
+    with torch.no_grad():
+        return model.cacmi(features, None, duration), model.generate(video_features=features, durations=duration)
+
+
+def compare_decoder_and_captions(name: str, model_out, out, record: dict, index: int = 0) -> None:
+    """Decoder states, per-layer and final segments, confidence and count logits, greedy captions and their
+    log-probabilities of batch row `index` against the reference's record."""
+    model = converted(name).model
+    assert_parity(model_out.decoder_hidden_states[:, index], record["hs"], f"{name} decoder states")
+    assert_parity(model_out.pred_segments[:, index], record["layer_boxes"], f"{name} per-layer segments")
+    assert_parity(out.pred_segments[index], record["pred_boxes"], f"{name} final segments")
+    logits = torch.stack([o["logits"][index] for o in out.aux_outputs] + [out.logits[index]])
+    assert_parity(logits, record["logits"], f"{name} confidence logits")
+    counts = torch.stack([o["pred_counts"][index] for o in out.aux_outputs] + [out.pred_counts[index]])
+    assert_parity(counts, record["counts"], f"{name} count logits")
+    length = record["seq"].shape[1]
+    ours = reference_caption_ids(out.caption_ids[index], length, model.config.vocab_size - 2)
+    assert torch.equal(ours, record["seq"]), f"{name}: greedy captions differ"
+    words = record["seq"] > 0
+    ours_lp = out.caption_log_probs[index][:, 1 : 1 + length]
+    assert_parity(ours_lp[words], record["seq_log_probs"][words], f"{name} caption log-probs", CAPTION_TOL)
+
+
+def assert_events_match(name: str) -> None:
+    """Our re-ranked events of every fixture video, one at a time, equal the reference's (queries, captions, times)."""
+    conv = converted(name)
+    for index, (video, record) in enumerate(zip(expected(name)["videos"], expected(name)["records"])):
+        _, out = run_one(name, index)
+        events = conv.processor.post_process_dense_video_captioning(
+            out, torch.tensor([video["duration"]]), rerank_alpha=conv.model.config.rerank_alpha
+        )[0]
+        reference = reference_events(record)
+        assert [e["query_index"] for e in events] == [e["query_index"] for e in reference]
+        assert [e["caption"] for e in events] == [e["caption"] for e in reference]
+        for ours, ref in zip(events, reference):
+            assert abs(ours["timestamp"][0] - ref["timestamp"][0]) <= 1e-5 * (1 + video["duration"])
+            assert abs(ours["timestamp"][1] - ref["timestamp"][1]) <= 1e-5 * (1 + video["duration"])

@@ -3,7 +3,6 @@ benchmarks/make_parity_fixtures.py from ailab-kyunghee/CM2_DVC @01a6558): window
 bank, its text path, the decoder, greedy captions and re-ranked events; one video at a time and batched."""
 
 import json
-from functools import lru_cache
 
 import numpy as np
 import pytest
@@ -13,26 +12,16 @@ from cacmi_hf.convert import ConversionError, convert, convert_checkpoint
 from cacmi_hf.convert.common import load_checkpoint
 
 from parity_fixtures import (
-    CAPTION_TOL,
     CM2_FIXTURES,
     FIXTURES,
+    assert_events_match,
     assert_parity,
+    compare_decoder_and_captions,
     converted,
     expected,
-    reference_caption_ids,
-    reference_events,
+    run_one,
     video_batch,
 )
-
-
-@lru_cache(maxsize=None)
-def run_one(name, index):
-    """Our converted model on fixture video `index` alone: (model output, generate output, retrieval output)."""
-    model, video = converted(name).model, expected(name)["videos"][index]
-    features = video["features"].float()[None]
-    duration = torch.tensor([video["duration"]])
-    with torch.no_grad():
-        return model.cacmi(features, None, duration), model.generate(video_features=features, durations=duration)
 
 
 def compare(name, model_out, out, record, index=0):
@@ -44,19 +33,7 @@ def compare(name, model_out, out, record, index=0):
         text = model.cacmi.encode_text(model_out.text_queries[index : index + 1], model_out.text_mask[index : index + 1])
     assert_parity(text[0], record["text_memory"][:windows], f"{name} encoded text")
     assert_parity(model_out.memory[index][model_out.memory_mask[index]], record["memory"], f"{name} encoder memory")
-    assert_parity(model_out.decoder_hidden_states[:, index], record["hs"], f"{name} decoder states")
-    assert_parity(model_out.pred_segments[:, index], record["layer_boxes"], f"{name} per-layer segments")
-    assert_parity(out.pred_segments[index], record["pred_boxes"], f"{name} final segments")
-    logits = torch.stack([o["logits"][index] for o in out.aux_outputs] + [out.logits[index]])
-    assert_parity(logits, record["logits"], f"{name} confidence logits")
-    counts = torch.stack([o["pred_counts"][index] for o in out.aux_outputs] + [out.pred_counts[index]])
-    assert_parity(counts, record["counts"], f"{name} count logits")
-    length = record["seq"].shape[1]
-    ours = reference_caption_ids(out.caption_ids[index], length, model.config.vocab_size - 2)
-    assert torch.equal(ours, record["seq"]), f"{name}: greedy captions differ"
-    words = record["seq"] > 0
-    ours_lp = out.caption_log_probs[index][:, 1 : 1 + length]
-    assert_parity(ours_lp[words], record["seq_log_probs"][words], f"{name} caption log-probs", CAPTION_TOL)
+    compare_decoder_and_captions(name, model_out, out, record, index)
 
 
 @pytest.mark.parametrize("name", CM2_FIXTURES)
@@ -68,17 +45,7 @@ def test_cm2_batch_one_matches_reference(name):
 
 @pytest.mark.parametrize("name", CM2_FIXTURES)
 def test_cm2_events_match_reference(name):
-    conv = converted(name)
-    for index, (video, record) in enumerate(zip(expected(name)["videos"], expected(name)["records"])):
-        _, out = run_one(name, index)
-        events = conv.processor.post_process_dense_video_captioning(
-            out, torch.tensor([video["duration"]]), rerank_alpha=conv.model.config.rerank_alpha
-        )[0]
-        reference = reference_events(record)
-        assert [e["query_index"] for e in events] == [e["query_index"] for e in reference]
-        assert [e["caption"] for e in events] == [e["caption"] for e in reference]
-        for ours, ref in zip(events, reference):
-            assert ours["timestamp"] == pytest.approx(ref["timestamp"], abs=1e-5 * (1 + video["duration"]))
+    assert_events_match(name)
 
 
 @pytest.mark.parametrize("name", CM2_FIXTURES)

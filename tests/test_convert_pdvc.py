@@ -2,7 +2,6 @@
 benchmarks/make_parity_fixtures.py from ttengwang/PDVC @0b025c8), one video at a time and batched."""
 
 import json
-from functools import lru_cache
 
 import pytest
 import torch
@@ -12,46 +11,24 @@ from cacmi_hf.convert.common import NEVER_LOGIT, load_checkpoint
 from cacmi_hf.processing_cacmi import CACMIProcessor
 
 from parity_fixtures import (
-    CAPTION_TOL,
     FIXTURES,
     PDVC_FIXTURES,
+    assert_events_match,
     assert_parity,
+    compare_decoder_and_captions,
     converted,
     expected,
-    reference_caption_ids,
     reference_events,
+    run_one,
     video_batch,
 )
-
-
-@lru_cache(maxsize=None)
-def run_one(name, index):
-    """Our converted model on fixture video `index` alone, at its native length: (CACMIModelOutput, generate output)."""
-    model, video = converted(name).model, expected(name)["videos"][index]
-    features = video["features"].float()[None]
-    duration = torch.tensor([video["duration"]])
-    with torch.no_grad():
-        return model.cacmi(features, None, duration), model.generate(video_features=features, durations=duration)
 
 
 def compare(name, model_out, out, record, index=0):
     """Every recorded reference tensor against ours for batch row `index`."""
     model = converted(name).model
     assert_parity(model_out.memory[index], record["memory"], f"{name} encoder memory")
-    assert_parity(model_out.decoder_hidden_states[:, index], record["hs"], f"{name} decoder states")
-    assert_parity(model_out.pred_segments[:, index], record["layer_boxes"], f"{name} per-layer segments")
-    assert_parity(out.pred_segments[index], record["pred_boxes"], f"{name} final segments")
-    logits = torch.stack([o["logits"][index] for o in out.aux_outputs] + [out.logits[index]])
-    assert_parity(logits, record["logits"], f"{name} confidence logits")
-    counts = torch.stack([o["pred_counts"][index] for o in out.aux_outputs] + [out.pred_counts[index]])
-    assert_parity(counts, record["counts"], f"{name} count logits")
-    length = record["seq"].shape[1]
-    rows = model.config.vocab_size - 2
-    ours = reference_caption_ids(out.caption_ids[index], length, rows)
-    assert torch.equal(ours, record["seq"]), f"{name}: greedy captions differ"
-    words = record["seq"] > 0
-    ours_lp = out.caption_log_probs[index][:, 1 : 1 + length]
-    assert_parity(ours_lp[words], record["seq_log_probs"][words], f"{name} caption log-probs", CAPTION_TOL)
+    compare_decoder_and_captions(name, model_out, out, record, index)
 
 
 @pytest.mark.parametrize("name", PDVC_FIXTURES)
@@ -63,17 +40,7 @@ def test_pdvc_batch_one_matches_reference(name):
 
 @pytest.mark.parametrize("name", PDVC_FIXTURES)
 def test_pdvc_events_match_reference(name):
-    conv = converted(name)
-    for index, (video, record) in enumerate(zip(expected(name)["videos"], expected(name)["records"])):
-        _, out = run_one(name, index)
-        events = conv.processor.post_process_dense_video_captioning(
-            out, torch.tensor([video["duration"]]), rerank_alpha=conv.model.config.rerank_alpha
-        )[0]
-        reference = reference_events(record)
-        assert [e["query_index"] for e in events] == [e["query_index"] for e in reference]
-        assert [e["caption"] for e in events] == [e["caption"] for e in reference]
-        for ours, ref in zip(events, reference):
-            assert ours["timestamp"] == pytest.approx(ref["timestamp"], abs=1e-5 * (1 + video["duration"]))
+    assert_events_match(name)
 
 
 @pytest.mark.parametrize("name", PDVC_FIXTURES)
