@@ -52,25 +52,6 @@ def build_tiny_model(folder: Path, num_frames: int = 12) -> Path:
     return folder
 
 
-def write_frameless_video(path: Path) -> Path:
-    """A Matroska file whose video track holds no frames (an audio track keeps the file itself valid)."""
-    import av
-    import numpy as np
-
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=25)
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        audio = out.add_stream("aac", rate=16000)
-        for k in range(10):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, k * 1024
-            for packet in audio.encode(frame):
-                out.mux(packet)
-        for packet in [*audio.encode(), *video.encode()]:
-            out.mux(packet)
-    return path
-
-
 def chromium_path() -> str | None:
     """The system Chromium's executable, or None."""
     for candidate in CHROMIUM_CANDIDATES:

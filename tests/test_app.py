@@ -40,9 +40,8 @@ from app_fixtures import (
     upload,
     wait_for_result,
     wait_for_rows,
-    write_frameless_video,
 )
-from video_fixtures import write_audio_only
+from video_fixtures import write_audio_only, write_frameless_video
 
 
 

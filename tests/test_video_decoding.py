@@ -18,7 +18,7 @@ from cacmi_hf.video_decoding import (
     sample_times,
 )
 
-from video_fixtures import write_audio_only, write_mp4
+from video_fixtures import write_audio_only, write_frameless_video, write_mp4
 
 
 def write_video(path, seconds=10.0, fps=25, size=(64, 48), codec="libx264"):
@@ -32,24 +32,6 @@ def write_video(path, seconds=10.0, fps=25, size=(64, 48), codec="libx264"):
         return img
 
     return write_mp4(path, draw, seconds, fps, size, codec=codec)
-
-
-def write_frameless_video(path):
-    """A Matroska file with a video track that holds no frames (an audio track keeps the file valid)."""
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=25)
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        audio = out.add_stream("aac", rate=16000)
-        for k in range(10):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, k * 1024
-            for packet in audio.encode(frame):
-                out.mux(packet)
-        for packet in audio.encode():
-            out.mux(packet)
-        for packet in video.encode():
-            out.mux(packet)
-    return path
 
 
 @pytest.fixture(scope="module")

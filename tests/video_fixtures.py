@@ -35,3 +35,21 @@ def write_audio_only(path, seconds: float = 1.28):
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+def write_frameless_video(path):
+    """A Matroska file with a video track that holds no frames (an audio track keeps the file valid)."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream("aac", rate=16000)
+        for k in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, k * 1024
+            for packet in audio.encode(frame):
+                out.mux(packet)
+        for packet in audio.encode():
+            out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+    return path
