@@ -358,6 +358,56 @@ def compare(a, b) -> str:
     return "tie" if abs(ma - mb) <= max(sa, sb) else (">" if ma > mb else "<")
 
 
+# two-sided 95 % quantiles of Student's t by degrees of freedom (seeds - 1)
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+PAIRS = (("cacmi", "cm2"), ("cm2", "pdvc"), ("cacmi", "pdvc"), ("cacmi", "cacmi_no_cfe"), ("cacmi", "cacmi_no_cfa"))
+
+
+def paired(records: list[dict], banks: list[str] | None = None) -> list[dict]:
+    """Same-seed differences a - b per (world, bank, metric) for each pair of variants in PAIRS.
+
+    Runs with the same seed share the world, the batches and the initial weights of every module they have in
+    common, so the per-seed difference removes the seed's own luck; the call is ">" / "<" where the 95 % t
+    interval of the mean difference excludes 0, else "tie". PDVC's runs (bank "none") pair with every bank.
+    """
+    by_key = {(r["world"], r["bank"], r["variant"], r["seed"]): r for r in records}
+    worlds = sorted({r["world"] for r in records})
+    banks = banks or list(dict.fromkeys(r["bank"] for r in records if r["bank"] != "none"))
+    rows = []
+    for world in worlds:
+        for bank in banks:
+            for a, b in PAIRS:
+                for metric in METRICS:
+                    diffs = []
+                    for seed in sorted({r["seed"] for r in records}):
+                        ra = by_key.get((world, "none" if a == "pdvc" else bank, a, seed))
+                        rb = by_key.get((world, "none" if b == "pdvc" else bank, b, seed))
+                        if ra and rb and ra["scores"].get(metric) is not None and rb["scores"].get(metric) is not None:
+                            diffs.append(100 * (ra["scores"][metric] - rb["scores"][metric]))
+                    if len(diffs) < 2:
+                        continue
+                    mean, sd = _mean_sd(diffs)
+                    half = T_975.get(len(diffs) - 1, 1.96) * sd / math.sqrt(len(diffs))
+                    call = ">" if mean - half > 0 else ("<" if mean + half < 0 else "tie")
+                    rows.append({"world": world, "bank": bank, "a": a, "b": b, "metric": metric, "seeds": len(diffs),
+                                 "differences": diffs, "mean": mean, "sd": sd, "ci95": half, "call": call})
+    return rows
+
+
+def paired_table(rows: list[dict]) -> str:
+    """Markdown: one line per (world, bank, pair), the mean same-seed difference ± sd and the call per metric."""
+    lines = ["| world | bank | a − b | seeds | " + " | ".join(METRICS) + " |", "| --- | --- | --- | ---: |" + " --- |" * len(METRICS)]
+    index = {(r["world"], r["bank"], r["a"], r["b"], r["metric"]): r for r in rows}
+    for world, bank, a, b in dict.fromkeys((r["world"], r["bank"], r["a"], r["b"]) for r in rows):
+        cells = []
+        for metric in METRICS:
+            r = index.get((world, bank, a, b, metric))
+            cells.append("—" if r is None else f"{r['mean']:+.1f} ± {r['sd']:.1f} ({r['call']})")
+        seeds = max(r["seeds"] for r in rows if (r["world"], r["bank"], r["a"], r["b"]) == (world, bank, a, b))
+        lines.append(f"| {world} | {bank} | {LABELS[a]} − {LABELS[b]} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _cell(value) -> str:
     return "—" if value is None else f"{value[0]:.1f} ± {value[1]:.1f}"
 
@@ -531,6 +581,8 @@ def main() -> int:
             records.append(json.loads(done.read_text()))
         else:
             pending.append(job)
+    reused = len(records)
+
     def report(record):
         """Keep a finished run's record and print one line about it."""
         records.append(record)
@@ -577,12 +629,19 @@ def main() -> int:
     header = (f"Retrieval study: {settings['steps']} steps of batch {BATCH}, seeds {settings['seeds']}, "
               f"{settings['videos']['train']} train / {settings['videos']['test']} test videos per world, "
               f"{os.cpu_count()} CPUs, {len(records)} runs of {statistics.mean(r['seconds'] for r in records):.0f} s wall each "
-              f"on average (train + test + diagnostics, one torch thread). Scores in %.\n\n") if records else "No runs.\n\n"
+              f"on average (train + test + diagnostics, one torch thread); this invocation: "
+              f"{(time.perf_counter() - started) / 60:.1f} min wall, {len(records) - reused} runs made, {reused} reused. Scores in %.\n\n") if records else "No runs.\n\n"
+    pairs = paired(records, settings["banks"])
+    if pairs:
+        text += ("\n\nSame-seed differences (a − b, in points; mean ± sd over seeds; `>` / `<` where the 95 % t interval "
+                 "of the mean difference excludes 0, else `tie`):\n\n" + paired_table(pairs))
     if dropped:
         text += "\n\nNot run (deadline): " + "; ".join(f"{w} / {b} / {LABELS[v]}" for w, v, b in dropped)
     (out / "mechanism.md").write_text(header + text + "\n")
     (out / "mechanism.json").write_text(json.dumps({"settings": {k: v for k, v in settings.items()}, "model": STUDY_MODEL,
-                                                    "world": STUDY_WORLD, "aggregates": rows, "runs": records,
+                                                    "world": STUDY_WORLD, "aggregates": rows, "paired": pairs, "runs": records,
+                                                    "wall_seconds": time.perf_counter() - started,
+                                                    "runs_reused": reused,
                                                     "dropped": [list(d) for d in dropped]}, indent=1))
     plot(rows, settings["worlds"], out / "mechanism.png")
     print(header + text)

@@ -42,3 +42,40 @@ def test_quick_study_writes_every_run_table_and_plot(tmp_path):
     assert (results / "mechanism.png").stat().st_size > 10_000
     table = (results / "mechanism.md").read_text()
     assert "| ambiguous | oracle | CACMI | 1 |" in table and "CACMI >= CM2 >= PDVC" in table
+
+
+def _bench_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_mechanism", REPO / "benchmarks" / "bench_mechanism.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _record(variant, bank, seed, cider):
+    return {"world": "ambiguous", "bank": bank, "variant": variant, "seed": seed,
+            "scores": {"F1": 0.5, "METEOR": None, "CIDEr": cider, "SODA_c": None}}
+
+
+def test_paired_differences_hand_worked():
+    bench = _bench_module()
+    records = [_record("cacmi", "oracle", s, c) for s, c in enumerate([0.50, 0.52, 0.54])]
+    records += [_record("cm2", "oracle", s, c) for s, c in enumerate([0.40, 0.41, 0.42])]
+    records += [_record("pdvc", "none", s, c) for s, c in enumerate([0.45, 0.36, 0.39])]
+    rows = {(r["a"], r["b"], r["metric"]): r for r in bench.paired(records, ["oracle"])}
+    # CACMI - CM2 CIDEr per seed: 10, 11, 12 points -> mean 11, sd 1, 95 % half-width 4.303 / sqrt(3) = 2.484
+    r = rows[("cacmi", "cm2", "CIDEr")]
+    assert r["differences"] == pytest.approx([10.0, 11.0, 12.0])
+    assert (r["mean"], r["sd"], r["call"]) == (pytest.approx(11.0), pytest.approx(1.0), ">")
+    assert r["ci95"] == pytest.approx(4.303 / 3 ** 0.5)
+    # CM2 - PDVC (PDVC's bank-free runs pair with every bank): -5, 5, 3 -> mean 1, sd 5.29: a tie
+    r = rows[("cm2", "pdvc", "CIDEr")]
+    assert r["differences"] == pytest.approx([-5.0, 5.0, 3.0]) and r["call"] == "tie"
+    # equal F1 everywhere: a zero difference is a tie, and a metric that was not computed has no row
+    assert rows[("cacmi", "cm2", "F1")]["call"] == "tie" and ("cacmi", "cm2", "METEOR") not in rows
+    # a pair with a missing variant (no ablation runs here) gives no row; one seed alone gives none either
+    assert not any(a == "cacmi" and b == "cacmi_no_cfe" for a, b, _ in rows)
+    assert bench.paired(records[:1] + records[3:4]) == []
+    table = bench.paired_table(bench.paired(records, ["oracle"]))
+    assert "| ambiguous | oracle | CACMI − CM2 | 3 | +0.0 ± 0.0 (tie) | — | +11.0 ± 1.0 (>) | — |" in table
