@@ -112,48 +112,55 @@ def evaluate_dense_captions(
     thresholds = _check_tious(tious)
     if meteor_threads is not None and meteor_threads < 1:  # before minutes of work, not after
         raise ValueError(f"meteor_threads must be >= 1, got {meteor_threads}.")
-    preds = load_predictions(predictions)
-    refs = load_references(references)
-    paragraphs = load_paragraphs(paragraph_references) if paragraph_references is not None else None
-    capped = {
-        vid: VideoEvents(ev.segments[:max_proposals_per_video], ev.sentences[:max_proposals_per_video])
-        for vid, ev in preds.items()
-    }
-    video_ids = reference_video_ids(refs)
-    known = set(video_ids)
-    unknown = [vid for vid in preds if vid not in known]
-    evaluated = [vid for vid in video_ids if vid in preds]
-    if preds and not evaluated:
-        raise ValueError(
-            f"None of the {len(preds)} predicted videos (e.g. {unknown[0]!r}) is in the references "
-            f"(e.g. {video_ids[0]!r}); video ids must match exactly (ActivityNet ids start with 'v_')."
-        )
-    if unknown:
-        warnings.warn(
-            f"{len(unknown)} predicted videos are not in the references and are ignored "
-            f"(e.g. {unknown[:3]}).",
-            stacklevel=2,
-        )
-
-    tokenizer = SimpleTokenizer() if no_java else PTBTokenizer(java)
     own_meteor = meteor is None and not no_java
     if no_java:
         meteor = None
-    raw = [GARBAGE_REFERENCE]
-    raw += [s for ev in preds.values() for s in ev.sentences]
-    raw += [s for ref in refs for ev in ref.videos.values() for s in ev.sentences]
-    unique = list(dict.fromkeys(raw))
-    tokens = dict(zip(unique, tokenizer.tokenize([remove_nonascii(s) for s in unique])))
-    # The 2021 protocol's never-matching word: one no hypothesis word of this run begins like.
-    unmatched = unmatched_reference(protocol, (w for ev in preds.values() for s in ev.sentences for w in tokens[s].split()))
-    para_texts = paragraph_texts(preds, paragraphs, paragraph_sort_by_start) if paragraphs else ([], [], [])
-    _, para_hyps, para_refs = para_texts
     if own_meteor:
-        # Knowing every sentence of the run, METEOR loads only the paraphrases they can use (seconds, not ~45 s).
-        meteor = Meteor(java, texts=[*tokens.values(), *([unmatched] if unmatched else []), *para_hyps,
-                                     *(r for refs_ in para_refs for r in refs_)],
-                        processes=meteor_processes, threads=meteor_threads)
+        # The JVM loads METEOR (about a second) while the files are read and tokenised below.
+        meteor = Meteor(java, processes=meteor_processes, threads=meteor_threads, defer_texts=True)
     try:
+        preds = load_predictions(predictions)
+        refs = load_references(references)
+        paragraphs = load_paragraphs(paragraph_references) if paragraph_references is not None else None
+        capped = {
+            vid: VideoEvents(ev.segments[:max_proposals_per_video], ev.sentences[:max_proposals_per_video])
+            for vid, ev in preds.items()
+        }
+        video_ids = reference_video_ids(refs)
+        known = set(video_ids)
+        unknown = [vid for vid in preds if vid not in known]
+        evaluated = [vid for vid in video_ids if vid in preds]
+        if preds and not evaluated:
+            raise ValueError(
+                f"None of the {len(preds)} predicted videos (e.g. {unknown[0]!r}) is in the references "
+                f"(e.g. {video_ids[0]!r}); video ids must match exactly (ActivityNet ids start with 'v_')."
+            )
+        if unknown:
+            warnings.warn(
+                f"{len(unknown)} predicted videos are not in the references and are ignored "
+                f"(e.g. {unknown[:3]}).",
+                stacklevel=2,
+            )
+
+        tokenizer = SimpleTokenizer() if no_java else PTBTokenizer(java)
+        raw = [GARBAGE_REFERENCE]
+        raw += [s for ev in preds.values() for s in ev.sentences]
+        raw += [s for ref in refs for ev in ref.videos.values() for s in ev.sentences]
+        unique = list(dict.fromkeys(raw))
+        tokens = dict(zip(unique, tokenizer.tokenize([remove_nonascii(s) for s in unique])))
+        # The 2021 protocol's never-matching word: one no hypothesis word of this run begins like.
+        unmatched = unmatched_reference(protocol, (w for ev in preds.values() for s in ev.sentences for w in tokens[s].split()))
+        para_texts = paragraph_texts(preds, paragraphs, paragraph_sort_by_start) if paragraphs else ([], [], [])
+        _, para_hyps, para_refs = para_texts
+    except BaseException:
+        if own_meteor:
+            meteor.close()
+        raise
+    try:
+        if own_meteor:
+            # Knowing every sentence of the run, METEOR loads only the paraphrases they can use (seconds, not ~45 s).
+            meteor.set_texts([*tokens.values(), *([unmatched] if unmatched else []), *para_hyps,
+                              *(r for refs_ in para_refs for r in refs_)])
 
         num_t, num_v = len(thresholds), len(video_ids)
         precision, recall = np.zeros((num_t, num_v)), np.zeros((num_t, num_v))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import gzip
 import os
 import shutil
 import subprocess
@@ -122,12 +123,17 @@ class Meteor:
         processes: int = 1,
         threads: int | None = None,
         driver: str = "auto",
+        defer_texts: bool = False,
         _table_args: Sequence[str] = (),
     ):
         """Start METEOR; with ``texts`` (every sentence it will see) it loads only the paraphrase entries they can use.
 
         A process given ``texts`` must only score those sentences (else paraphrase matches could be
         missed); without, it loads the whole table (~45 s of CPU) and scores anything.
+        ``defer_texts=True`` starts the JVM now, loading everything but the paraphrase table (about
+        a second), and takes the sentences later with ``set_texts``, so that the caller can
+        tokenise them meanwhile; where the process cannot take its table later (the jar's own
+        loop, or ``processes`` > 1) it starts in ``set_texts`` instead.
         ``driver="auto"`` runs the package's driver (``meteor_driver``: ``threads`` aligner threads
         in one JVM, default one per CPU core up to 4, each distinct sentence normalised once)
         when a JDK can compile it, else the jar's own ``-stdio`` loop (``driver="jar"``); both
@@ -140,8 +146,10 @@ class Meteor:
             raise ValueError(f"threads must be >= 1, got {threads}.")
         if driver not in ("auto", "threads", "jar"):
             raise ValueError(f"driver must be 'auto', 'threads' or 'jar', got {driver!r}.")
+        if defer_texts and texts is not None:
+            raise ValueError("Give texts either to Meteor(...) or, with defer_texts=True, to set_texts(...), not both.")
         java_path = find_java(java)
-        jar = pycocoevalcap_file("meteor", "meteor-1.5.jar")
+        self._jar = jar = pycocoevalcap_file("meteor", "meteor-1.5.jar")
         classes = None
         if driver != "jar":
             try:
@@ -159,18 +167,12 @@ class Meteor:
         else:
             command = [java_path, "-XX:+UseSerialGC", f"-Xmx{memory}", "-cp", f"{jar}{os.pathsep}{classes}",
                        MAIN_CLASS, str(self.threads)]
-        command += ["-l", "en", "-norm"]
+        self._command, self._helper_args = command, (java, memory, threads, driver)
+        self._processes = processes
         self._table_dir: str | None = None
         self._helpers: list[Meteor] = []
-        table_args = list(_table_args)
-        if texts is not None:
-            table_args = self._paraphrase_subset(jar, texts)
-        command += table_args
-        self._process = subprocess.Popen(
-            command, cwd=jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        self._process: subprocess.Popen | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
-        threading.Thread(target=self._drain_stderr, daemon=True).start()
         self._lock = threading.Lock()
         self._stats: dict[tuple[str, tuple[str, ...]], str] = {}
         self._rows: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}  # _stats parsed, (23,) each
@@ -178,14 +180,54 @@ class Meteor:
         self._pending = 0  # prefetch batches queued or running
         self._last_prefetch: threading.Thread | None = None
         self._prefetch_error: BaseException | None = None
-        self._helpers = [Meteor(java, memory, processes=1, threads=threads, driver=driver, _table_args=table_args)
-                         for _ in range(processes - 1)]
+        self._awaiting_texts = defer_texts
+        if not defer_texts:
+            self._start(self._paraphrase_subset(jar, texts) if texts is not None else list(_table_args))
+        elif classes is not None and processes == 1:
+            # the driver loads everything else now and reads "TABLE path" first; the table stays empty till then
+            self._table_dir = tempfile.mkdtemp(prefix="cacmi_meteor_")
+            empty = Path(self._table_dir) / "empty.gz"
+            with gzip.open(empty, "wb"):
+                pass
+            self._start(["-a", str(empty)], table_on_stdin=True)
 
-    def _paraphrase_subset(self, jar: Path, texts: Iterable[str]) -> list[str]:
+    def _start(self, table_args: Sequence[str], table_on_stdin: bool = False) -> None:
+        """Launch the Java process (and the helper processes) with these paraphrase-table arguments."""
+        command = list(self._command)
+        if table_on_stdin:
+            command.append("--table-on-stdin")
+        command += ["-l", "en", "-norm", *table_args]
+        self._process = subprocess.Popen(
+            command, cwd=self._jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        java, memory, threads, driver = self._helper_args
+        self._helpers = [Meteor(java, memory, processes=1, threads=threads, driver=driver, _table_args=table_args)
+                         for _ in range(self._processes - 1)]
+
+    def set_texts(self, texts: Iterable[str]) -> None:
+        """Give a process made with ``defer_texts=True`` every sentence it will see (see ``__init__``)."""
+        if not self._awaiting_texts:
+            raise RuntimeError("set_texts is for a Meteor made with defer_texts=True, and only once.")
+        if self._process is None:  # this set-up cannot take its table later: start it now
+            self._start(self._paraphrase_subset(self._jar, texts))
+        else:
+            table_args = self._paraphrase_subset(self._jar, texts, keep_dir=True)
+            path = table_args[1] if table_args else str(self._jar.parent / "data" / "paraphrase-en.gz")
+            with self._lock:
+                try:
+                    self._process.stdin.write(f"TABLE {path}\n".encode())
+                    self._process.stdin.flush()
+                except (BrokenPipeError, OSError) as err:
+                    raise self._failure("taking its paraphrase table") from err
+        self._awaiting_texts = False
+
+    def _paraphrase_subset(self, jar: Path, texts: Iterable[str], keep_dir: bool = False) -> list[str]:
         """``-a`` arguments for a paraphrase table cut to ``texts``, or none when it cannot be made."""
         table = jar.parent / "data" / "paraphrase-en.gz"
         try:
-            self._table_dir = tempfile.mkdtemp(prefix="cacmi_meteor_")
+            if not (keep_dir and self._table_dir):
+                self._table_dir = tempfile.mkdtemp(prefix="cacmi_meteor_")
             subset = Path(self._table_dir) / "paraphrase-en.gz"
             texts = list(texts)
             write_paraphrase_subset(table, texts + [_clean_hypothesis(t) for t in texts], subset)
@@ -195,8 +237,10 @@ class Meteor:
         return ["-a", str(subset)]
 
     def _drain_stderr(self) -> None:
-        for line in iter(self._process.stderr.readline, b""):
+        stream = self._process.stderr
+        for line in iter(stream.readline, b""):
             self._stderr.append(line.decode(errors="replace").rstrip())
+        stream.close()
 
     def _failure(self, what: str) -> RuntimeError:
         code = self._process.poll()
@@ -205,6 +249,8 @@ class Meteor:
 
     def _exchange(self, lines: Sequence[str], replies: Sequence[int], what: str, progress: bool) -> list[str]:
         """Send ``lines`` while reading ``replies[i]`` answer lines for each; returns all answers."""
+        if self._awaiting_texts:
+            raise RuntimeError("This METEOR process was made with defer_texts=True: call set_texts(...) before scoring.")
         if self._process.poll() is not None:
             raise self._failure(what)
         errors: list[BaseException] = []
@@ -329,14 +375,20 @@ class Meteor:
             shutil.rmtree(self._table_dir, ignore_errors=True)
             self._table_dir = None
         process = getattr(self, "_process", None)
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        try:
-            process.stdin.close()
-            process.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            process.kill()
-            process.wait()
+        if process.poll() is None:
+            try:
+                process.stdin.close()
+                process.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                process.kill()
+                process.wait()
+        for stream in (process.stdin, process.stdout):  # stderr closes in _drain_stderr, at its end
+            try:
+                stream.close()
+            except OSError:  # unflushed input to a process that has gone
+                pass
 
     def __enter__(self) -> "Meteor":
         return self

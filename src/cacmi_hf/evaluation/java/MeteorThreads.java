@@ -1,9 +1,12 @@
+import edu.cmu.meteor.aligner.Aligner;
+import edu.cmu.meteor.aligner.ParaphraseTransducer;
 import edu.cmu.meteor.scorer.MeteorConfiguration;
 import edu.cmu.meteor.scorer.MeteorScorer;
 import edu.cmu.meteor.util.Normalizer;
 
 import java.io.BufferedReader;
 import java.io.BufferedWriter;
+import java.io.File;
 import java.io.InputStreamReader;
 import java.io.OutputStreamWriter;
 import java.io.Writer;
@@ -23,7 +26,12 @@ import java.util.function.Function;
 /**
  * METEOR 1.5's "SCORE" stdio protocol answered by several aligner threads in one JVM.
  *
- * Usage: java -cp meteor-1.5.jar:DIR MeteorThreads THREADS [METEOR options, e.g. -l en -norm -a FILE]
+ * Usage: java -cp meteor-1.5.jar:DIR MeteorThreads THREADS [--table-on-stdin] [METEOR options, e.g. -l en -norm -a FILE]
+ *
+ * With --table-on-stdin the process loads everything but the paraphrase table (give -a an empty
+ * table) and then reads "TABLE path" as its first input line: the caller can start the JVM,
+ * which takes a second to load WordNet and compile the aligner, before it knows the sentences
+ * its paraphrase subset is cut for.
  *
  * Each input line "SCORE ||| ref ||| ... ||| hyp" is answered, in input order, by the line the
  * jar's own "-stdio" mode prints for it: the sufficient statistics of MeteorScorer.getMeteorStats.
@@ -39,12 +47,25 @@ public final class MeteorThreads {
 
     public static void main(String[] args) throws Exception {
         int threads = Integer.parseInt(args[0]);
-        String[] options = java.util.Arrays.copyOfRange(args, 1, args.length);
+        boolean tableOnStdin = args.length > 1 && args[1].equals("--table-on-stdin");
+        String[] options = java.util.Arrays.copyOfRange(args, tableOnStdin ? 2 : 1, args.length);
         Properties properties = Meteor.createPropertiesFromArgs(options, 0); // the jar's own option parsing
         MeteorScorer base = new MeteorScorer(new MeteorConfiguration(properties));
         // Score one line before any thread starts: the normaliser fills a static table on first use.
         answer(base, null, "SCORE ||| a ||| a");
         Function<String, String> prepare = sentencePreparation(base);
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        if (tableOnStdin) {
+            String first = in.readLine();
+            if (first == null) {
+                return;
+            }
+            if (!first.startsWith("TABLE ")) {
+                System.err.println("Error: with --table-on-stdin the first line must be 'TABLE path', got: " + first);
+                System.exit(2);
+            }
+            setParaphraseTable(base, first.substring(6));
+        }
         ThreadLocal<MeteorScorer> scorers = ThreadLocal.withInitial(() -> new MeteorScorer(base));
         ExecutorService pool = Executors.newFixedThreadPool(threads, task -> {
             Thread thread = new Thread(task);
@@ -55,7 +76,6 @@ public final class MeteorThreads {
         BlockingQueue<Future<String>> pending = new ArrayBlockingQueue<>(64 * threads);
         Thread writer = new Thread(() -> write(pending));
         writer.start();
-        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         String line;
         while ((line = in.readLine()) != null) {
             final String request = line;
@@ -89,9 +109,23 @@ public final class MeteorThreads {
     }
 
     private static Field field(String name) throws NoSuchFieldException {
-        Field field = MeteorScorer.class.getDeclaredField(name);
+        return field(MeteorScorer.class, name);
+    }
+
+    private static Field field(Class<?> owner, String name) throws NoSuchFieldException {
+        Field field = owner.getDeclaredField(name);
         field.setAccessible(true);
         return field;
+    }
+
+    /**
+     * Give ``scorer``'s aligner the paraphrase table at ``path`` (what "-a path" would have loaded);
+     * scorers copied from it afterwards share it.
+     */
+    static void setParaphraseTable(MeteorScorer scorer, String path) throws Exception {
+        Object aligner = field("aligner").get(scorer);
+        ParaphraseTransducer table = new ParaphraseTransducer(new File(path).toURI().toURL());
+        field(Aligner.class, "paraphrase").set(aligner, table);
     }
 
     /** The jar's stdio answer to one line (statistics for SCORE, its error line otherwise). */
