@@ -68,12 +68,15 @@ def test_deferred_table_gives_the_statistics_of_a_table_given_at_start(tmp_path)
         assert "--table-on-stdin" in deferred._process.args
         with pytest.raises(RuntimeError, match="set_texts"):
             deferred.statistics(pairs[:1])  # no table yet: refused, not scored without paraphrases
-        deferred.set_texts(texts)
+        deferred.set_texts(texts[: len(texts) // 2])  # a first cut for half the sentences ...
+        deferred.set_texts(texts)  # ... then all of them: cut again, before any line is scored
+        deferred.set_texts(texts[:3])  # words the table already holds: no new cut
+        assert deferred._tables_cut == 2
         expected = jar.statistics(pairs)
         assert deferred.statistics(pairs) == expected
         if ANET.is_dir():  # the check can fail: without the table some of these pairs score differently
             assert no_paraphrases.statistics(pairs) != expected
-        with pytest.raises(RuntimeError, match="only once"):
+        with pytest.raises(RuntimeError, match="before it scores"):
             deferred.set_texts(texts)
 
 

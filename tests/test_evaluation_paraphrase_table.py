@@ -41,6 +41,26 @@ def test_subset_keeps_exactly_the_entries_whose_words_all_occur(tmp_path):
     assert write_paraphrase_subset(table, ["nothing here"], out, cache) == 0 and gzip.decompress(out.read_bytes()) == b""
 
 
+def test_sentences_keep_only_entries_whose_phrases_occur_word_for_word(tmp_path):
+    table, cache = _table(tmp_path), tmp_path / "cache"
+    out = tmp_path / "subset.gz"
+    texts = ["a man runs", "a guy is running", "the dog sees a puppy"]
+
+    def kept(sentences):
+        count = write_paraphrase_subset(table, texts, out, cache, sentences=sentences)
+        lines = gzip.decompress(out.read_bytes()).split(b"\n")[:-1]
+        assert len(lines) == 3 * count
+        return [tuple(lines[i + 1 : i + 3]) for i in range(0, len(lines), 3)]
+
+    # every word of the first three entries occurs; as phrases: "a man"/"a guy", "runs"/"is running", "the dog"/"a puppy"
+    assert kept(texts) == [(b"a man", b"a guy"), (b"runs", b"is running"), (b"the dog", b"a puppy")]
+    # "guy a" holds the words of "a guy" but not the phrase; "running is" not "is running"
+    assert kept(["a man runs", "guy a running is", "the dog sees a puppy"]) == [(b"the dog", b"a puppy")]
+    # a phrase is matched within one sentence, never across two
+    assert kept(["the", "dog a puppy a man runs", "a guy is running"]) == [(b"a man", b"a guy"), (b"runs", b"is running")]
+    assert kept([]) == []
+
+
 def test_index_is_built_once_and_rebuilt_when_the_table_changes(tmp_path):
     table, cache = _table(tmp_path), tmp_path / "cache"
     folder = paraphrase_index(table, cache)
@@ -68,9 +88,13 @@ def test_cut_table_gives_the_whole_tables_statistics_on_real_captions():
     random.Random(0).shuffle(pairs)
     pairs = pairs[:1500]
     whole = shared_meteor()  # the whole table, already running for the other METEOR tests
-    with Meteor(texts=[t for h, r in pairs for t in (h, *r)]) as cut:
+    texts = [t for h, r in pairs for t in (h, *r)]
+    with Meteor(texts=texts) as cut, Meteor(defer_texts=True) as phrases:
         assert cut._table_dir is not None  # really the cut table
         stats = cut.statistics(pairs)
         assert stats == whole.statistics(pairs)
+        if phrases.takes_table_later:  # the driver's cut to the phrases of the normalised sentences
+            phrases.set_texts(texts)
+            assert phrases.statistics(pairs) == stats
         paraphrased = [s for s in stats if any(float(x) for x in s.split()[16:20])]  # stage 4 = paraphrase
         assert len(paraphrased) > 50  # the comparison exercises paraphrase matches

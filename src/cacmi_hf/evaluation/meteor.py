@@ -181,6 +181,9 @@ class Meteor:
         self._last_prefetch: threading.Thread | None = None
         self._prefetch_error: BaseException | None = None
         self._awaiting_texts = defer_texts
+        self._scoring_started = False
+        self._table_texts: set[str] | None = None  # texts the table in place was cut for
+        self._tables_cut = 0
         if not defer_texts:
             self._start(self._paraphrase_subset(jar, texts) if texts is not None else list(_table_args))
         elif classes is not None and processes == 1:
@@ -205,14 +208,31 @@ class Meteor:
         self._helpers = [Meteor(java, memory, processes=1, threads=threads, driver=driver, _table_args=table_args)
                          for _ in range(self._processes - 1)]
 
+    @property
+    def takes_table_later(self) -> bool:
+        """True for a running process that reads its paraphrase table from its input (``defer_texts=True``)."""
+        return self._process is not None and "--table-on-stdin" in self._process.args
+
     def set_texts(self, texts: Iterable[str]) -> None:
-        """Give a process made with ``defer_texts=True`` every sentence it will see (see ``__init__``)."""
-        if not self._awaiting_texts:
-            raise RuntimeError("set_texts is for a Meteor made with defer_texts=True, and only once.")
+        """Give a process made with ``defer_texts=True`` every sentence it will see (see ``__init__``).
+
+        A process that takes its table later asks the driver how it normalises the sentences and keeps
+        only the paraphrase entries whose two phrases occur in them (``write_paraphrase_subset``); it may
+        be given texts again until it scores its first line, its table then cut for all of them.
+        """
+        texts = list(dict.fromkeys(texts))
         if self._process is None:  # this set-up cannot take its table later: start it now
+            if not self._awaiting_texts:
+                raise RuntimeError("set_texts is for a Meteor made with defer_texts=True, and only once.")
             self._start(self._paraphrase_subset(self._jar, texts))
         else:
-            table_args = self._paraphrase_subset(self._jar, texts, keep_dir=True)
+            if not self.takes_table_later or self._scoring_started:
+                raise RuntimeError("set_texts is for a Meteor made with defer_texts=True, before it scores anything.")
+            if self._table_texts is not None and self._table_texts.issuperset(texts):
+                self._awaiting_texts = False
+                return  # the table in place was cut for these texts already
+            texts = list(dict.fromkeys([*(self._table_texts or ()), *texts]))
+            table_args = self._paraphrase_subset(self._jar, texts, sentences=self._normalized(texts))
             path = table_args[1] if table_args else str(self._jar.parent / "data" / "paraphrase-en.gz")
             with self._lock:
                 try:
@@ -220,17 +240,30 @@ class Meteor:
                     self._process.stdin.flush()
                 except (BrokenPipeError, OSError) as err:
                     raise self._failure("taking its paraphrase table") from err
+            self._table_texts = set(texts)
         self._awaiting_texts = False
 
-    def _paraphrase_subset(self, jar: Path, texts: Iterable[str], keep_dir: bool = False) -> list[str]:
-        """``-a`` arguments for a paraphrase table cut to ``texts``, or none when it cannot be made."""
+    def _normalized(self, texts: Sequence[str]) -> list[str] | None:
+        """Every sentence the process can see for ``texts`` (as hypothesis, as reference, a reference's pieces
+        split at ``|||``), as its scorers normalise it; None where the driver cannot say."""
+        variants = dict.fromkeys(v for t in texts for v in (t.replace("\n", " "), _clean_hypothesis(t),
+                                                            *t.replace("\n", " ").split("|||")))
+        lines = [f"NORMALIZE ||| {v}" for v in variants]
+        answers = self._exchange(lines, [1] * len(lines), "normalising sentences", False, scoring=False)
+        return None if any(a.startswith("Error:") for a in answers) else answers
+
+    def _paraphrase_subset(
+        self, jar: Path, texts: Iterable[str], sentences: Sequence[str] | None = None
+    ) -> list[str]:
+        """``-a`` arguments for a paraphrase table cut to ``texts`` (and ``sentences``), or none when it cannot be made."""
         table = jar.parent / "data" / "paraphrase-en.gz"
         try:
-            if not (keep_dir and self._table_dir):
+            if not self._table_dir:
                 self._table_dir = tempfile.mkdtemp(prefix="cacmi_meteor_")
-            subset = Path(self._table_dir) / "paraphrase-en.gz"
+            self._tables_cut += 1  # a new file each time: the process may still be reading the last one
+            subset = Path(self._table_dir) / f"paraphrase-en-{self._tables_cut}.gz"
             texts = list(texts)
-            write_paraphrase_subset(table, texts + [_clean_hypothesis(t) for t in texts], subset)
+            write_paraphrase_subset(table, texts + [_clean_hypothesis(t) for t in texts], subset, sentences=sentences)
         except (OSError, ValueError) as err:  # e.g. a read-only cache: the whole table gives the same scores
             warnings.warn(f"Using METEOR's whole paraphrase table (slower start): {err}", stacklevel=3)
             return []
@@ -247,10 +280,14 @@ class Meteor:
         detail = "\n".join(self._stderr) or "no message"
         return RuntimeError(f"METEOR (Java) stopped while {what} (exit code {code}): {detail}")
 
-    def _exchange(self, lines: Sequence[str], replies: Sequence[int], what: str, progress: bool) -> list[str]:
+    def _exchange(
+        self, lines: Sequence[str], replies: Sequence[int], what: str, progress: bool, scoring: bool = True
+    ) -> list[str]:
         """Send ``lines`` while reading ``replies[i]`` answer lines for each; returns all answers."""
-        if self._awaiting_texts:
-            raise RuntimeError("This METEOR process was made with defer_texts=True: call set_texts(...) before scoring.")
+        if scoring:
+            if self._awaiting_texts:
+                raise RuntimeError("This METEOR process was made with defer_texts=True: call set_texts(...) before scoring.")
+            self._scoring_started = True
         if self._process.poll() is not None:
             raise self._failure(what)
         errors: list[BaseException] = []

@@ -16,6 +16,7 @@ entry's byte range and word ids. A run then needs a few vectorised operations an
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import logging
@@ -30,7 +31,8 @@ from typing import Iterable
 import numpy as np
 
 logger = logging.getLogger(__name__)
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: first_sizes.npy, the words of each entry's first phrase
+_HASH_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd: phrases hash as polynomials in it, mod 2**64
 _PIECES = (
     re.compile(r"[a-z0-9]+|[^a-z0-9\s]+"),  # alphanumeric and punctuation runs
     re.compile(r"[^a-z0-9\s]"),  # single punctuation characters
@@ -97,6 +99,7 @@ def paraphrase_index(table: str | os.PathLike, cache_dir: str | os.PathLike | No
         (building / "text.bin").write_bytes(text)
         np.save(building / "text_ends.npy", text_ends)
         np.save(building / "word_ends.npy", word_ends)
+        np.save(building / "first_sizes.npy", sizes[0::2].astype(np.uint16))
         np.save(building / "word_ids.npy", np.asarray(word_ids, np.uint16 if len(words) < 2**16 else np.uint32))
         (building / "words.txt").write_bytes(b"\n".join(words))
         (building / "complete").write_text(str(table))
@@ -110,19 +113,86 @@ def paraphrase_index(table: str | os.PathLike, cache_dir: str | os.PathLike | No
     return folder
 
 
+@functools.lru_cache(maxsize=2)
+def _vocabulary(folder: Path) -> dict[str, int]:
+    return {w.decode("utf-8", "replace"): i for i, w in enumerate((folder / "words.txt").read_bytes().split(b"\n"))}
+
+
+def table_vocabulary(table: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> dict[str, int]:
+    """Every word of the table's phrases, with its id in the index (read once per process; do not modify)."""
+    return _vocabulary(paraphrase_index(table, cache_dir))
+
+
+def _powers(count: int) -> np.ndarray:
+    """(count,) uint64: _HASH_BASE ** k mod 2**64."""
+    powers = np.ones(max(count, 1), np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(1, count):
+            powers[k] = powers[k - 1] * _HASH_BASE
+    return powers
+
+
+def sentence_ngram_hashes(sentences: Iterable[str], vocabulary: dict[str, int], longest: int) -> np.ndarray:
+    """Hashes of every n-gram (n <= ``longest``) of space-split ``sentences`` made only of ``vocabulary`` words."""
+    ids = []
+    for sentence in sentences:
+        ids += [vocabulary.get(w, -1) for w in sentence.split()]
+        ids.append(-1)  # n-grams do not cross sentences
+    ids = np.asarray(ids, np.int64)
+    values, valid = (ids + 1).astype(np.uint64), ids >= 0
+    hashes, grams, ok = [], np.zeros(len(ids), np.uint64), np.ones(len(ids), bool)
+    with np.errstate(over="ignore"):
+        for n in range(1, min(longest, len(ids)) + 1):  # Horner: the n-gram at i from the (n-1)-gram at i
+            grams = grams[: len(ids) - n + 1] * _HASH_BASE + values[n - 1 :]
+            ok = ok[: len(ids) - n + 1] & valid[n - 1 :]
+            hashes.append(grams[ok])
+    return np.unique(np.concatenate(hashes)) if hashes else np.zeros(0, np.uint64)
+
+
+def _phrase_hashes(word_ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Hash of each phrase ``word_ids[starts[i]:starts[i] + lengths[i]]`` (lengths >= 1), as sentence_ngram_hashes."""
+    offsets = np.cumsum(lengths) - lengths  # (P,) first element of each phrase in the flat gather
+    within = np.arange(int(lengths.sum())) - np.repeat(offsets, lengths)  # position inside its phrase
+    values = word_ids[np.repeat(starts, lengths) + within].astype(np.uint64) + np.uint64(1)
+    powers = _powers(int(lengths.max()))[np.repeat(lengths, lengths) - 1 - within]
+    with np.errstate(over="ignore"):
+        return np.add.reduceat(values * powers, offsets)
+
+
 def write_paraphrase_subset(
-    table: str | os.PathLike, texts: Iterable[str], out: str | os.PathLike, cache_dir: str | os.PathLike | None = None
+    table: str | os.PathLike,
+    texts: Iterable[str],
+    out: str | os.PathLike,
+    cache_dir: str | os.PathLike | None = None,
+    words: set[str] | None = None,
+    sentences: Iterable[str] | None = None,
 ) -> int:
-    """Write to ``out`` (gzip) the entries of ``table`` whose words all occur in ``texts``; returns their number."""
+    """Write to ``out`` (gzip) the entries of ``table`` whose words all occur in ``texts``; returns their number.
+
+    ``words`` instead of ``texts``: the entries whose words are all among these (``table_words`` of some texts).
+    ``sentences`` (the run's sentences as METEOR normalises them) keeps, of those, only the entries whose two
+    phrases each occur word for word in some sentence: METEOR matches a phrase of one sentence to a paraphrase
+    in the other, so no other entry can take part (on 300 ActivityNet videos: 5 thousand entries instead of 300
+    thousand). A hash collision can only keep an entry too many.
+    """
     folder = paraphrase_index(table, cache_dir)
-    words = (folder / "words.txt").read_bytes().split(b"\n")
-    index = {w.decode("utf-8", "replace"): i for i, w in enumerate(words)}
-    present = np.zeros(len(words), bool)
-    present[[index[w] for w in table_words(texts) if w in index]] = True
+    index = _vocabulary(folder)
+    present = np.zeros(len(index), bool)
+    present[[index[w] for w in (table_words(texts) if words is None else words) if w in index]] = True
     word_ids = np.load(folder / "word_ids.npy", mmap_mode="r")
     word_ends = np.load(folder / "word_ends.npy")
     word_starts = np.concatenate(([0], word_ends[:-1]))  # every entry has words: strictly increasing
     keep = np.logical_and.reduceat(present[word_ids], word_starts)  # (E,) every word of the entry present
+    if sentences is not None:
+        kept = np.flatnonzero(keep)  # (K,)
+        first = np.load(folder / "first_sizes.npy")[kept].astype(np.int64)
+        second = word_ends[kept] - word_starts[kept] - first
+        both = (first > 0) & (second > 0)  # an empty phrase (none in METEOR's tables) is kept, not hashed
+        starts = np.stack([word_starts[kept], word_starts[kept] + first], 1)[both].ravel()  # (2K',) p1, p2 of each
+        lengths = np.stack([first, second], 1)[both].ravel()
+        grams = sentence_ngram_hashes(sentences, index, int(lengths.max()) if len(lengths) else 1)
+        found = np.isin(_phrase_hashes(word_ids, starts, lengths), grams).reshape(-1, 2).all(1) if len(lengths) else []
+        keep[kept[both]] = found
     text_ends = np.load(folder / "text_ends.npy")
     text_starts = np.concatenate(([0], text_ends[:-1]))
     # Consecutive kept entries are one contiguous byte range: copy runs, not entries.
@@ -136,4 +206,11 @@ def write_paraphrase_subset(
     return int(keep.sum())
 
 
-__all__ = ["default_cache_dir", "paraphrase_index", "table_words", "write_paraphrase_subset"]
+__all__ = [
+    "default_cache_dir",
+    "paraphrase_index",
+    "sentence_ngram_hashes",
+    "table_vocabulary",
+    "table_words",
+    "write_paraphrase_subset",
+]

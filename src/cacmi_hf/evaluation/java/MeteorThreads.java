@@ -29,9 +29,11 @@ import java.util.function.Function;
  * Usage: java -cp meteor-1.5.jar:DIR MeteorThreads THREADS [--table-on-stdin] [METEOR options, e.g. -l en -norm -a FILE]
  *
  * With --table-on-stdin the process loads everything but the paraphrase table (give -a an empty
- * table) and then reads "TABLE path" as its first input line: the caller can start the JVM,
- * which takes a second to load WordNet and compile the aligner, before it knows the sentences
+ * table) and then reads "TABLE path" lines before its first SCORE line: the caller can start the JVM,
+ * (about a quarter of a second to load WordNet and the stemmer), before it knows the sentences
  * its paraphrase subset is cut for.
+ * Before the table it also answers "NORMALIZE ||| text" with the text as the scorers will see it
+ * (normalised, lower-cased), so that the table can be cut to the phrases the sentences hold.
  *
  * Each input line "SCORE ||| ref ||| ... ||| hyp" is answered, in input order, by the line the
  * jar's own "-stdio" mode prints for it: the sufficient statistics of MeteorScorer.getMeteorStats.
@@ -44,6 +46,7 @@ import java.util.function.Function;
  */
 public final class MeteorThreads {
     private static final Future<String> END = new java.util.concurrent.CompletableFuture<>();
+    private static final String NORMALIZE = "NORMALIZE ||| ";
 
     public static void main(String[] args) throws Exception {
         int threads = Integer.parseInt(args[0]);
@@ -55,16 +58,30 @@ public final class MeteorThreads {
         answer(base, null, "SCORE ||| a ||| a");
         Function<String, String> prepare = sentencePreparation(base);
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        String line = in.readLine();
         if (tableOnStdin) {
-            String first = in.readLine();
-            if (first == null) {
-                return;
+            // Before its first SCORE line the caller may ask how sentences are normalised (to cut the
+            // table to phrases they hold) and send tables, the last one counting: no scorer has been
+            // copied from base yet, so every thread sees it.
+            Writer early = new BufferedWriter(new OutputStreamWriter(System.out, StandardCharsets.UTF_8), 1 << 16);
+            while (line != null && (line.startsWith("TABLE ") || line.startsWith(NORMALIZE))) {
+                if (line.startsWith(NORMALIZE)) {
+                    String text = line.substring(NORMALIZE.length()).trim();
+                    early.write(prepare == null ? "Error: this jar's normaliser is not reachable" : prepare.apply(text));
+                    early.write('\n');
+                    if (!in.ready()) {
+                        early.flush(); // the caller waits for these answers
+                    }
+                } else {
+                    setParaphraseTable(base, line.substring(6));
+                }
+                line = in.readLine();
             }
-            if (!first.startsWith("TABLE ")) {
-                System.err.println("Error: with --table-on-stdin the first line must be 'TABLE path', got: " + first);
+            early.flush();
+            if (line != null && !line.startsWith("SCORE") && !line.startsWith("score")) {
+                System.err.println("Error: with --table-on-stdin, expected TABLE, NORMALIZE or SCORE lines, got: " + line);
                 System.exit(2);
             }
-            setParaphraseTable(base, first.substring(6));
         }
         ThreadLocal<MeteorScorer> scorers = ThreadLocal.withInitial(() -> new MeteorScorer(base));
         ExecutorService pool = Executors.newFixedThreadPool(threads, task -> {
@@ -76,8 +93,7 @@ public final class MeteorThreads {
         BlockingQueue<Future<String>> pending = new ArrayBlockingQueue<>(64 * threads);
         Thread writer = new Thread(() -> write(pending));
         writer.start();
-        String line;
-        while ((line = in.readLine()) != null) {
+        for (; line != null; line = in.readLine()) {
             final String request = line;
             pending.put(pool.submit(() -> answer(scorers.get(), prepare, request)));
         }
