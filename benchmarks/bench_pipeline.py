@@ -19,6 +19,8 @@ The target: decode + CACMI under 15 % of the total, i.e. the cost of a video is 
 of the ViT-L/14 tower alone in fp32 and in bf16 on the same `--speed-frames` frames (speed and cosine), then
 alternating rounds of the bf16 tower alone on all L frames, the whole bf16 pipeline on the video
 (`pipe(video)`: decode in a thread overlapping the tower, CACMI generate) and the decode alone.
+Last, plain matrix products at the tower's linear-layer shapes in fp32 and bf16: their ratio is the ceiling of
+the tower's bf16 speed-up on the CPU at hand (the tower is ~90 % matrix products).
 
 The script re-executes itself with MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ set (glibc reads them
 at start-up; without them the same CPU code runs at one of two speeds per process) and reports medians.
@@ -108,6 +110,42 @@ def median_time(fn, repeats: int):
     return statistics.median(times), result, times
 
 
+def vit_shape(tower) -> tuple[int, int, int, float]:
+    """(width, tokens per frame, layers, MLP ratio) of an open_clip ViT tower."""
+    cfg = tower.spec.model_cfg["vision_cfg"]
+    tokens = (tower.image_size // int(cfg["patch_size"])) ** 2 + 1
+    return int(cfg["width"]), tokens, int(cfg["layers"]), float(cfg.get("mlp_ratio", 4.0))
+
+
+def vit_macs_per_frame(tower) -> float:
+    """Multiply-adds of one frame through a ViT: patch embedding, then per layer QKV + output projection, MLP, attention."""
+    width, tokens, layers, mlp_ratio = vit_shape(tower)
+    patch = int(tower.spec.model_cfg["vision_cfg"]["patch_size"])
+    per_layer = 4 * tokens * width**2 + 2 * mlp_ratio * tokens * width**2 + 2 * tokens**2 * width
+    return (tokens - 1) * 3 * patch**2 * width + layers * per_layer
+
+
+def gemm_rates(width: int, tokens: int, repeats: int = 7) -> list[tuple[str, float, float]]:
+    """(shape, fp32 GFLOP/s, bf16 GFLOP/s) of plain matrix products at a ViT's linear-layer shapes (median of runs).
+
+    The tower is ~90 % matrix products, so the bf16 / fp32 ratio of these products is the ceiling of the tower's
+    bf16 / fp32 speed-up on this CPU.
+    """
+    import torch
+
+    shapes = {"qkv": (tokens, width, 3 * width), "mlp up": (tokens, width, 4 * width), "mlp down": (tokens, 4 * width, width)}
+    rates = []
+    for name, (m, k, n) in shapes.items():
+        gflops = {}
+        for dtype in (torch.float32, torch.bfloat16):
+            a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+            a @ b  # warm-up: oneDNN picks and packs its kernel
+            _, _, times = median_time(lambda: a @ b, repeats)
+            gflops[dtype] = 2 * m * k * n / statistics.median(times) / 1e9
+        rates.append((f"{name} {m}x{k} @ {k}x{n}", gflops[torch.float32], gflops[torch.bfloat16]))
+    return rates
+
+
 def precision_rounds(args) -> None:
     """One run, rounds alternating: the tower alone in fp32 and in bf16 on the same L frames, and the whole bf16
     pipeline on the video; prints medians, the ratios, and the bf16-vs-fp32 cosine of the features."""
@@ -189,6 +227,17 @@ def precision_rounds(args) -> None:
     for name in runs:
         n = few.shape[1] if name in speed_cases else frames
         print(f"| {name} | {n} | {med[name]:.2f} | {med[name] / n:.3f} | {', '.join(f'{t:.1f}' for t in runs[name])} |")
+    print()
+    print("Matrix products at the tower's linear shapes (batch of the speed pair), same run: the ceiling of the bf16 speed-up")
+    print()
+    print("| product | fp32 GFLOP/s | bf16 GFLOP/s | bf16 / fp32 |")
+    print("|---|---:|---:|---:|")
+    width, tokens, _, _ = vit_shape(model.vision_tower)
+    for name, fp32_rate, bf16_rate in gemm_rates(width, few.shape[1] * tokens):
+        print(f"| {name} | {fp32_rate:.0f} | {bf16_rate:.0f} | {bf16_rate / fp32_rate:.2f} |")
+    flops = 2 * vit_macs_per_frame(model.vision_tower) * few.shape[1]
+    print(f"tower: fp32 {flops / med['tower fp32'] / 1e9:.0f} GFLOP/s, bf16 {flops / med['tower bf16'] / 1e9:.0f} GFLOP/s "
+          "(its multiply-adds counted from the architecture)")
     speed = med["tower fp32"] / med["tower bf16"]
     overhead = med["pipeline bf16 (decode + tower + CACMI)"] / med[f"tower bf16, all L frames (batches of {chunk})"]
     print()
