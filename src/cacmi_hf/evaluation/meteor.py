@@ -232,7 +232,8 @@ class Meteor:
                 self._awaiting_texts = False
                 return  # the table in place was cut for these texts already
             texts = list(dict.fromkeys([*(self._table_texts or ()), *texts]))
-            table_args = self._paraphrase_subset(self._jar, texts, sentences=self._normalized(texts))
+            sentences = self._normalized(texts)  # None: the word rule for the texts themselves
+            table_args = self._paraphrase_subset(self._jar, texts, sentences=sentences)
             path = table_args[1] if table_args else str(self._jar.parent / "data" / "paraphrase-en.gz")
             with self._lock:
                 try:
@@ -252,9 +253,7 @@ class Meteor:
         answers = self._exchange(lines, [1] * len(lines), "normalising sentences", False, scoring=False)
         return None if any(a.startswith("Error:") for a in answers) else answers
 
-    def _paraphrase_subset(
-        self, jar: Path, texts: Iterable[str], sentences: Sequence[str] | None = None
-    ) -> list[str]:
+    def _paraphrase_subset(self, jar: Path, texts: Iterable[str], sentences: Sequence[str] | None = None) -> list[str]:
         """``-a`` arguments for a paraphrase table cut to ``texts`` (and ``sentences``), or none when it cannot be made."""
         table = jar.parent / "data" / "paraphrase-en.gz"
         try:

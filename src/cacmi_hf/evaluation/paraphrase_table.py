@@ -31,7 +31,7 @@ from typing import Iterable
 import numpy as np
 
 logger = logging.getLogger(__name__)
-INDEX_FORMAT = 2  # 2: first_sizes.npy, the words of each entry's first phrase
+INDEX_FORMAT = 3  # 3: hashes of each entry's two phrases
 _HASH_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd: phrases hash as polynomials in it, mod 2**64
 _PIECES = (
     re.compile(r"[a-z0-9]+|[^a-z0-9\s]+"),  # alphanumeric and punctuation runs
@@ -99,7 +99,21 @@ def paraphrase_index(table: str | os.PathLike, cache_dir: str | os.PathLike | No
         (building / "text.bin").write_bytes(text)
         np.save(building / "text_ends.npy", text_ends)
         np.save(building / "word_ends.npy", word_ends)
-        np.save(building / "first_sizes.npy", sizes[0::2].astype(np.uint16))
+        # Each entry's phrases hashed as word-id polynomials: a run finds the entries whose first phrase is one of
+        # its n-grams by binary search in the sorted first hashes, then checks the second (phrase_entries).
+        word_starts = word_ends - sizes[0::2] - sizes[1::2]
+        first_hashes, second_hashes = np.zeros(len(word_ends), np.uint64), np.zeros(len(word_ends), np.uint64)
+        for start in range(0, len(word_ends), 1 << 20):  # in chunks: the gathers take 8 bytes a word
+            part = slice(start, start + (1 << 20))
+            for hashes, starts, lengths in ((first_hashes, word_starts[part], sizes[0::2][part]),
+                                            (second_hashes, word_starts[part] + sizes[0::2][part], sizes[1::2][part])):
+                filled = lengths > 0  # an empty phrase keeps hash 0 and matches no n-gram
+                hashes[part][filled] = _phrase_hashes(word_ids, starts[filled], lengths[filled])
+        order = np.argsort(first_hashes, kind="stable")
+        np.save(building / "first_hash_order.npy", order.astype(np.int64))
+        np.save(building / "first_hashes_sorted.npy", first_hashes[order])
+        np.save(building / "second_hashes.npy", second_hashes)
+        (building / "longest_phrase.txt").write_text(str(int(sizes.max()) if len(sizes) else 1))
         np.save(building / "word_ids.npy", np.asarray(word_ids, np.uint16 if len(words) < 2**16 else np.uint32))
         (building / "words.txt").write_bytes(b"\n".join(words))
         (building / "complete").write_text(str(table))
@@ -159,6 +173,25 @@ def _phrase_hashes(word_ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray
         return np.add.reduceat(values * powers, offsets)
 
 
+def phrase_entries(
+    table: str | os.PathLike, sentences: Iterable[str], cache_dir: str | os.PathLike | None = None
+) -> np.ndarray:
+    """Sorted ids of the entries whose two phrases each occur word for word in one of ``sentences``."""
+    folder = paraphrase_index(table, cache_dir)
+    longest = int((folder / "longest_phrase.txt").read_text())
+    grams = sentence_ngram_hashes(sentences, _vocabulary(folder), longest)  # (G,) sorted, unique
+    first = np.load(folder / "first_hashes_sorted.npy", mmap_mode="r")
+    low, high = np.searchsorted(first, grams, "left"), np.searchsorted(first, grams, "right")  # (G,)
+    counts = high - low
+    offsets = np.cumsum(counts) - counts
+    rows = np.repeat(low, counts) + (np.arange(int(counts.sum())) - np.repeat(offsets, counts))  # into the sorted order
+    candidates = np.load(folder / "first_hash_order.npy", mmap_mode="r")[rows]  # first phrase is an n-gram
+    second = np.load(folder / "second_hashes.npy", mmap_mode="r")[candidates]
+    at = np.minimum(np.searchsorted(grams, second), max(len(grams) - 1, 0))
+    found = grams[at] == second if len(grams) else np.zeros(len(second), bool)
+    return np.unique(candidates[found])
+
+
 def write_paraphrase_subset(
     table: str | os.PathLike,
     texts: Iterable[str],
@@ -170,45 +203,41 @@ def write_paraphrase_subset(
     """Write to ``out`` (gzip) the entries of ``table`` whose words all occur in ``texts``; returns their number.
 
     ``words`` instead of ``texts``: the entries whose words are all among these (``table_words`` of some texts).
-    ``sentences`` (the run's sentences as METEOR normalises them) keeps, of those, only the entries whose two
-    phrases each occur word for word in some sentence: METEOR matches a phrase of one sentence to a paraphrase
-    in the other, so no other entry can take part (on 300 ActivityNet videos: 5 thousand entries instead of 300
-    thousand). A hash collision can only keep an entry too many.
+    ``sentences`` instead (the run's sentences as METEOR normalises them): the entries whose two phrases each
+    occur word for word in one of them (``phrase_entries``). METEOR matches a phrase of one sentence to a
+    paraphrase in the other, so no other entry can take part: on 300 ActivityNet videos, 6 thousand entries
+    where the word rule keeps 300 thousand. A hash collision can only keep an entry too many.
     """
     folder = paraphrase_index(table, cache_dir)
-    index = _vocabulary(folder)
-    present = np.zeros(len(index), bool)
-    present[[index[w] for w in (table_words(texts) if words is None else words) if w in index]] = True
-    word_ids = np.load(folder / "word_ids.npy", mmap_mode="r")
-    word_ends = np.load(folder / "word_ends.npy")
-    word_starts = np.concatenate(([0], word_ends[:-1]))  # every entry has words: strictly increasing
-    keep = np.logical_and.reduceat(present[word_ids], word_starts)  # (E,) every word of the entry present
+    text_ends = np.load(folder / "text_ends.npy", mmap_mode="r")
     if sentences is not None:
-        kept = np.flatnonzero(keep)  # (K,)
-        first = np.load(folder / "first_sizes.npy")[kept].astype(np.int64)
-        second = word_ends[kept] - word_starts[kept] - first
-        both = (first > 0) & (second > 0)  # an empty phrase (none in METEOR's tables) is kept, not hashed
-        starts = np.stack([word_starts[kept], word_starts[kept] + first], 1)[both].ravel()  # (2K',) p1, p2 of each
-        lengths = np.stack([first, second], 1)[both].ravel()
-        grams = sentence_ngram_hashes(sentences, index, int(lengths.max()) if len(lengths) else 1)
-        found = np.isin(_phrase_hashes(word_ids, starts, lengths), grams).reshape(-1, 2).all(1) if len(lengths) else []
-        keep[kept[both]] = found
-    text_ends = np.load(folder / "text_ends.npy")
-    text_starts = np.concatenate(([0], text_ends[:-1]))
+        kept = phrase_entries(table, sentences, cache_dir)  # (K,) sorted entry ids
+    else:
+        index = _vocabulary(folder)
+        present = np.zeros(len(index), bool)
+        present[[index[w] for w in (table_words(texts) if words is None else words) if w in index]] = True
+        word_ids = np.load(folder / "word_ids.npy", mmap_mode="r")
+        word_ends = np.load(folder / "word_ends.npy")
+        word_starts = np.concatenate(([0], word_ends[:-1]))  # every entry has words: strictly increasing
+        kept = np.flatnonzero(np.logical_and.reduceat(present[word_ids], word_starts))  # every word of the entry present
     # Consecutive kept entries are one contiguous byte range: copy runs, not entries.
-    edges = np.flatnonzero(np.diff(np.concatenate(([False], keep, [False])).astype(np.int8)))
-    run_starts, run_ends = text_starts[edges[0::2]], text_ends[edges[1::2] - 1]
+    breaks = np.flatnonzero(np.diff(kept) != 1) + 1  # (R - 1,) where a run of consecutive ids ends
+    first_of_run = kept[np.concatenate(([0], breaks))] if len(kept) else kept  # (R,)
+    last_of_run = kept[np.concatenate((breaks - 1, [len(kept) - 1]))] if len(kept) else kept
+    run_ends = np.asarray(text_ends[last_of_run])
+    run_starts = np.where(first_of_run > 0, np.asarray(text_ends[np.maximum(first_of_run - 1, 0)]), 0)
     with open(folder / "text.bin", "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as text:
-        kept = b"".join([text[start:end] for start, end in zip(run_starts.tolist(), run_ends.tolist())])
+        chosen = b"".join([text[start:end] for start, end in zip(run_starts.tolist(), run_ends.tolist())])
     # Stored, not deflated: the file lives for one run, and compressing it cost more than METEOR's read.
     with gzip.open(out, "wb", compresslevel=0) as sink:
-        sink.write(kept)
-    return int(keep.sum())
+        sink.write(chosen)
+    return int(len(kept))
 
 
 __all__ = [
     "default_cache_dir",
     "paraphrase_index",
+    "phrase_entries",
     "sentence_ngram_hashes",
     "table_vocabulary",
     "table_words",
