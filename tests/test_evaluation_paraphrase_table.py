@@ -67,7 +67,9 @@ def test_index_is_built_once_and_rebuilt_when_the_table_changes(tmp_path):
     stamp = (folder / "word_ids.npy").stat().st_mtime_ns
     assert paraphrase_index(table, cache) == folder and (folder / "word_ids.npy").stat().st_mtime_ns == stamp
     _table(tmp_path, ENTRIES[:2] + [(b"0.1", b"a cat", b"a kitten")])
-    assert paraphrase_index(table, cache) != folder
+    rebuilt = paraphrase_index(table, cache)
+    assert rebuilt != folder and not folder.exists()  # the stale index of the same table is removed
+    assert [p.name for p in cache.iterdir()] == [rebuilt.name]
     assert write_paraphrase_subset(table, ["a cat and a kitten"], tmp_path / "s.gz", cache) == 1
 
 

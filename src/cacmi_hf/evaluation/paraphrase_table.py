@@ -45,6 +45,16 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("CACMI_HF_CACHE", Path.home() / ".cache" / "cacmi_hf")) / "meteor"
 
 
+def _remove_stale_indexes(current: Path, table: Path) -> None:
+    """Delete the other index folders of the same table (an older format or an older copy of it): ~0.5 GB each."""
+    for other in current.parent.glob("paraphrase-*"):
+        try:
+            if other != current and (other / "complete").read_text() == str(table):
+                shutil.rmtree(other, ignore_errors=True)
+        except OSError:  # being built, or not an index
+            continue
+
+
 def table_words(texts: Iterable[str]) -> set[str]:
     """Every word METEOR's normalisation could make of ``texts`` (a superset: extra words keep extra entries)."""
     tokens: set[str] = set()
@@ -110,7 +120,7 @@ def paraphrase_index(table: str | os.PathLike, cache_dir: str | os.PathLike | No
                 filled = lengths > 0  # an empty phrase keeps hash 0 and matches no n-gram
                 hashes[part][filled] = _phrase_hashes(word_ids, starts[filled], lengths[filled])
         order = np.argsort(first_hashes, kind="stable")
-        np.save(building / "first_hash_order.npy", order.astype(np.int64))
+        np.save(building / "first_hash_order.npy", order.astype(np.int32 if len(order) < 2**31 else np.int64))
         np.save(building / "first_hashes_sorted.npy", first_hashes[order])
         np.save(building / "second_hashes.npy", second_hashes)
         (building / "longest_phrase.txt").write_text(str(int(sizes.max()) if len(sizes) else 1))
@@ -122,6 +132,7 @@ def paraphrase_index(table: str | os.PathLike, cache_dir: str | os.PathLike | No
         except OSError:  # built meanwhile by another process
             if not (folder / "complete").is_file():
                 raise
+        _remove_stale_indexes(folder, table)
     finally:
         shutil.rmtree(building, ignore_errors=True)
     return folder
