@@ -165,13 +165,6 @@ def evaluate_dense_captions(
                               *(r for refs_ in para_refs for r in refs_)])
 
         num_t, num_v = len(thresholds), len(video_ids)
-        precision, recall = np.zeros((num_t, num_v)), np.zeros((num_t, num_v))
-        for k, vid in enumerate(video_ids):
-            video = capped.get(vid)
-            segments = video.segments if video is not None else np.zeros((0, 2))
-            ref_segments = [ref.videos[vid].segments for ref in refs if vid in ref.videos]
-            precision[:, k], recall[:, k] = precision_recall(segments, ref_segments, thresholds)
-
         sets = caption_sets(capped, refs, video_ids, thresholds, tokens, unmatched)
         if meteor is not None:
             # Queue every alignment of the run up front, so METEOR never waits for Python: the
@@ -180,6 +173,14 @@ def evaluate_dense_captions(
             soda_layouts = [soda_requests(preds, ref, tokens) for ref in refs] if soda else []
             groups = [layout[2] for layout in soda_layouts]
             meteor.prefetch(groups + ([list(zip(para_hyps, para_refs))] if paragraphs else []), progress)
+        # localisation while METEOR aligns
+        precision, recall = np.zeros((num_t, num_v)), np.zeros((num_t, num_v))
+        for k, vid in enumerate(video_ids):
+            video = capped.get(vid)
+            segments = video.segments if video is not None else np.zeros((0, 2))
+            ref_segments = [ref.videos[vid].segments for ref in refs if vid in ref.videos]
+            precision[:, k], recall[:, k] = precision_recall(segments, ref_segments, thresholds)
+
         if pools_videos(protocol):  # one corpus per threshold: (T, 7), no per-video caption scores
             per_threshold = CaptionSetScorer(meteor).score_sets(pooled_sets(sets, num_t), progress)
             captions = None

@@ -157,6 +157,12 @@ def _powers(count: int) -> np.ndarray:
     return powers
 
 
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique by sorting (numpy's hash-based unique took twice as long on millions of n-gram hashes)."""
+    values = np.sort(values)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
+
+
 def sentence_ngram_hashes(sentences: Iterable[str], vocabulary: dict[str, int], longest: int) -> np.ndarray:
     """Hashes of every n-gram (n <= ``longest``) of space-split ``sentences`` made only of ``vocabulary`` words."""
     ids = []
@@ -171,7 +177,7 @@ def sentence_ngram_hashes(sentences: Iterable[str], vocabulary: dict[str, int], 
             grams = grams[: len(ids) - n + 1] * _HASH_BASE + values[n - 1 :]
             ok = ok[: len(ids) - n + 1] & valid[n - 1 :]
             hashes.append(grams[ok])
-    return np.unique(np.concatenate(hashes)) if hashes else np.zeros(0, np.uint64)
+    return _sorted_unique(np.concatenate(hashes)) if hashes else np.zeros(0, np.uint64)
 
 
 def _phrase_hashes(word_ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -200,7 +206,7 @@ def phrase_entries(
     second = np.load(folder / "second_hashes.npy", mmap_mode="r")[candidates]
     at = np.minimum(np.searchsorted(grams, second), max(len(grams) - 1, 0))
     found = grams[at] == second if len(grams) else np.zeros(len(second), bool)
-    return np.unique(candidates[found])
+    return _sorted_unique(candidates[found])
 
 
 def write_paraphrase_subset(

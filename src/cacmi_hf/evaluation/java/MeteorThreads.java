@@ -57,32 +57,6 @@ public final class MeteorThreads {
         // Score one line before any thread starts: the normaliser fills a static table on first use.
         answer(base, null, "SCORE ||| a ||| a");
         Function<String, String> prepare = sentencePreparation(base);
-        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
-        String line = in.readLine();
-        if (tableOnStdin) {
-            // Before its first SCORE line the caller may ask how sentences are normalised (to cut the
-            // table to phrases they hold) and send tables, the last one counting: no scorer has been
-            // copied from base yet, so every thread sees it.
-            Writer early = new BufferedWriter(new OutputStreamWriter(System.out, StandardCharsets.UTF_8), 1 << 16);
-            while (line != null && (line.startsWith("TABLE ") || line.startsWith(NORMALIZE))) {
-                if (line.startsWith(NORMALIZE)) {
-                    String text = line.substring(NORMALIZE.length()).trim();
-                    early.write(prepare == null ? "Error: this jar's normaliser is not reachable" : prepare.apply(text));
-                    early.write('\n');
-                    if (!in.ready()) {
-                        early.flush(); // the caller waits for these answers
-                    }
-                } else {
-                    setParaphraseTable(base, line.substring(6));
-                }
-                line = in.readLine();
-            }
-            early.flush();
-            if (line != null && !line.startsWith("SCORE") && !line.startsWith("score")) {
-                System.err.println("Error: with --table-on-stdin, expected TABLE, NORMALIZE or SCORE lines, got: " + line);
-                System.exit(2);
-            }
-        }
         ThreadLocal<MeteorScorer> scorers = ThreadLocal.withInitial(() -> new MeteorScorer(base));
         ExecutorService pool = Executors.newFixedThreadPool(threads, task -> {
             Thread thread = new Thread(task);
@@ -93,7 +67,28 @@ public final class MeteorThreads {
         BlockingQueue<Future<String>> pending = new ArrayBlockingQueue<>(64 * threads);
         Thread writer = new Thread(() -> write(pending));
         writer.start();
-        for (; line != null; line = in.readLine()) {
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        // With --table-on-stdin, before its first SCORE line the caller may ask how sentences are
+        // normalised (answered in order, by the pool) and send tables, the last one counting: the
+        // scorers are copied from base at their first SCORE line, after it, so every thread sees it.
+        boolean scoring = !tableOnStdin, tableSet = false;
+        String line;
+        while ((line = in.readLine()) != null) {
+            if (!scoring && line.startsWith("TABLE ")) {
+                setParaphraseTable(base, line.substring(6));
+                tableSet = true;
+                continue;
+            }
+            if (!scoring && line.startsWith(NORMALIZE)) {
+                final String text = line.substring(NORMALIZE.length()).trim();
+                pending.put(pool.submit(() -> prepare == null ? "Error: this jar's normaliser is not reachable" : prepare.apply(text)));
+                continue;
+            }
+            if (!scoring && !tableSet) {
+                System.err.println("Error: with --table-on-stdin, send a TABLE line before scoring; got: " + line);
+                System.exit(2);
+            }
+            scoring = true;
             final String request = line;
             pending.put(pool.submit(() -> answer(scorers.get(), prepare, request)));
         }
