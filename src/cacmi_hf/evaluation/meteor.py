@@ -7,7 +7,9 @@ calls the same jar classes from several threads and normalises each distinct sen
 without a JDK to compile it, by the jar's own ``-stdio`` loop. The reference toolkit talks to the
 process one line at a time; here a writer thread streams all requests while the reader collects
 the answers, and statistics are cached per distinct (hypothesis, references) so a pair shared by
-several tIoU thresholds is scored once.
+several tIoU thresholds is scored once. An evaluation starts the process before it has read its
+files (``defer_texts=True``) and gives it its paraphrase table later (``set_texts``), cut to the
+phrases of the run's sentences as the driver normalises them (``paraphrase_table``).
 
 Only the alignment (``SCORE``) needs Java. Scores from statistics (what the jar's ``EVAL``
 returns) are a closed formula, computed here with the jar's own arithmetic
