@@ -111,6 +111,16 @@ def run_one(name: str, index: int):
         return model.cacmi(features, None, duration), model.generate(video_features=features, durations=duration)
 
 
+def run_padded_batch(name: str):
+    """Our converted model on all fixture videos at once, native lengths padded together: (model output, generate output)."""
+    model = converted(name).model
+    features, mask, durations = video_batch(expected(name)["videos"])
+    assert not bool(mask.all()), "the fixture videos have different native lengths"
+    with torch.no_grad():
+        return model.cacmi(features, mask, durations), model.generate(video_features=features, video_mask=mask,
+                                                                      durations=durations)
+
+
 def compare_decoder_and_captions(name: str, model_out, out, record: dict, index: int = 0) -> None:
     """Decoder states, per-layer and final segments, confidence and count logits, greedy captions and their
     log-probabilities of batch row `index` against the reference's record."""

@@ -20,7 +20,7 @@ from parity_fixtures import (
     converted,
     expected,
     run_one,
-    video_batch,
+    run_padded_batch,
 )
 
 
@@ -51,14 +51,8 @@ def test_cm2_events_match_reference(name):
 @pytest.mark.parametrize("name", CM2_FIXTURES)
 def test_cm2_batch_of_four_padded_matches_reference_batch_one(name):
     """Their batch 1 (CM2 retrieves for one video) against our batch 4 of native-length videos padded together."""
-    model = converted(name).model
-    videos, records = expected(name)["videos"], expected(name)["records"]
-    features, mask, durations = video_batch(videos)
-    assert not bool(mask.all())
-    with torch.no_grad():
-        model_out = model.cacmi(features, mask, durations)
-        out = model.generate(video_features=features, video_mask=mask, durations=durations)
-    for index, record in enumerate(records):
+    model_out, out = run_padded_batch(name)
+    for index, record in enumerate(expected(name)["records"]):
         compare(name, model_out, out, record, index)
 
 

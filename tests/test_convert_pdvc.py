@@ -20,13 +20,12 @@ from parity_fixtures import (
     expected,
     reference_events,
     run_one,
-    video_batch,
+    run_padded_batch,
 )
 
 
 def compare(name, model_out, out, record, index=0):
     """Every recorded reference tensor against ours for batch row `index`."""
-    model = converted(name).model
     assert_parity(model_out.memory[index], record["memory"], f"{name} encoder memory")
     compare_decoder_and_captions(name, model_out, out, record, index)
 
@@ -46,14 +45,8 @@ def test_pdvc_events_match_reference(name):
 @pytest.mark.parametrize("name", PDVC_FIXTURES)
 def test_pdvc_batch_of_four_padded_matches_reference_batch_one(name):
     """Their batch 1 (PDVC cannot batch its captioner) against our batch 4 of native-length, padded videos."""
-    model = converted(name).model
-    videos, records = expected(name)["videos"], expected(name)["records"]
-    features, mask, durations = video_batch(videos)
-    assert not bool(mask.all()), "the fixture videos have different native lengths"
-    with torch.no_grad():
-        model_out = model.cacmi(features, mask, durations)
-        out = model.generate(video_features=features, video_mask=mask, durations=durations)
-    for index, record in enumerate(records):
+    model_out, out = run_padded_batch(name)
+    for index, record in enumerate(expected(name)["records"]):
         compare(name, model_out, out, record, index)
 
 

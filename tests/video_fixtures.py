@@ -23,17 +23,22 @@ def write_mp4(path, draw, seconds: float, fps: float, size=(64, 48), codec: str 
     return path
 
 
+def _mux_silence(out, frames: int) -> None:
+    """Add a silent AAC stream (16 kHz mono) of `frames` 1024-sample frames to the open container `out`."""
+    stream = out.add_stream("aac", rate=16000)
+    for k in range(frames):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, k * 1024
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+
+
 def write_audio_only(path, seconds: float = 1.28):
     """An mp4 with one silent AAC stream (16 kHz mono) and no video."""
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("aac", rate=16000)
-        for k in range(int(seconds * 16000 / 1024)):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, k * 1024
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+        _mux_silence(out, int(seconds * 16000 / 1024))
     return path
 
 
@@ -42,14 +47,7 @@ def write_frameless_video(path):
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=25)
         video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        audio = out.add_stream("aac", rate=16000)
-        for k in range(10):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, k * 1024
-            for packet in audio.encode(frame):
-                out.mux(packet)
-        for packet in audio.encode():
-            out.mux(packet)
+        _mux_silence(out, 10)
         for packet in video.encode():
             out.mux(packet)
     return path

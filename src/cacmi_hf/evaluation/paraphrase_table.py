@@ -147,11 +147,6 @@ def _vocabulary(folder: Path) -> dict[str, int]:
     return {w.decode("utf-8", "replace"): i for i, w in enumerate((folder / "words.txt").read_bytes().split(b"\n"))}
 
 
-def table_vocabulary(table: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> dict[str, int]:
-    """Every word of the table's phrases, with its id in the index (read once per process; do not modify)."""
-    return _vocabulary(paraphrase_index(table, cache_dir))
-
-
 def _powers(count: int) -> np.ndarray:
     """(count,) uint64: _HASH_BASE ** k mod 2**64."""
     powers = np.ones(max(count, 1), np.uint64)
@@ -218,12 +213,10 @@ def write_paraphrase_subset(
     texts: Iterable[str],
     out: str | os.PathLike,
     cache_dir: str | os.PathLike | None = None,
-    words: set[str] | None = None,
     sentences: Iterable[str] | None = None,
 ) -> int:
     """Write to ``out`` (gzip) the entries of ``table`` whose words all occur in ``texts``; returns their number.
 
-    ``words`` instead of ``texts``: the entries whose words are all among these (``table_words`` of some texts).
     ``sentences`` instead (the run's sentences as METEOR normalises them): the entries whose two phrases each
     occur word for word in one of them (``phrase_entries``). METEOR matches a phrase of one sentence to a
     paraphrase in the other, so no other entry can take part: on 300 ActivityNet videos, 6 thousand entries
@@ -236,7 +229,7 @@ def write_paraphrase_subset(
     else:
         index = _vocabulary(folder)
         present = np.zeros(len(index), bool)
-        present[[index[w] for w in (table_words(texts) if words is None else words) if w in index]] = True
+        present[[index[w] for w in table_words(texts) if w in index]] = True
         word_ids = np.load(folder / "word_ids.npy", mmap_mode="r")
         word_ends = np.load(folder / "word_ends.npy")
         word_starts = np.concatenate(([0], word_ends[:-1]))  # every entry has words: strictly increasing
@@ -260,7 +253,6 @@ __all__ = [
     "paraphrase_index",
     "phrase_entries",
     "sentence_ngram_hashes",
-    "table_vocabulary",
     "table_words",
     "write_paraphrase_subset",
 ]
